@@ -1,0 +1,25 @@
+"""Unique tasks and exact global rate limits for Celery on Redis, from Django."""
+
+from .exceptions import (
+    AlreadyQueuedError,
+    DuplicateTaskSkipped,
+    HeimdallError,
+    HeimdallUnavailable,
+    RateLimitExceeded,
+)
+from .policies import Policy
+from .ratelimits import Rate, RateLimit
+from .task import HeimdallTask
+
+__all__ = [
+    "AlreadyQueuedError",
+    "DuplicateTaskSkipped",
+    "HeimdallError",
+    "HeimdallTask",
+    "HeimdallUnavailable",
+    "Policy",
+    "Rate",
+    "RateLimit",
+    "RateLimitExceeded",
+]
+__version__ = "0.1.0.dev0"

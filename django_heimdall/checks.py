@@ -1,0 +1,150 @@
+"""System checks for ``settings.HEIMDALL`` and for the options of every task.
+
+Ids: E001 not a dict · E002 unknown setting · E003 unknown cache alias ·
+E004 cache is not django-redis · E005 invalid setting value · E006 unknown option ·
+E007 invalid option value · E008 unimportable dotted path · E009 ``unique_on``
+names a missing argument · W001 ``TASKS`` names an unregistered task.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+
+from .conf import DEFAULTS, FAIL_CLOSED, FAIL_OPEN, heimdall_settings
+from .policies import OptionError, parse_option
+
+_REDIS_BACKENDS = ("django_redis.cache.RedisCache",)
+
+
+def _error(check_id: str, msg: str, hint: str, obj: Any = None) -> checks.CheckMessage:
+    level = checks.Warning if check_id.split(".")[1].startswith("W") else checks.Error
+    return level(msg, hint=hint, obj=obj, id=check_id)
+
+
+def _check_options(options: Any, where: str, *, dotted_paths: bool) -> list[checks.CheckMessage]:
+    if not isinstance(options, Mapping):
+        return [_error("heimdall.E007", f"{where} must be a dict of options, not {options!r}.",
+                       "Give a dict such as {'unique': True}.")]
+    errors = []
+    for name, value in options.items():
+        try:
+            parse_option(name, value, dotted_paths=dotted_paths)
+        except OptionError as exc:
+            errors.append(_error(exc.check_id, f"{where}, option {name!r}: {exc.message}", exc.hint))
+    return errors
+
+
+def _positive(name: str, value: Any, allow_zero: bool = False) -> bool:
+    return (
+        not isinstance(value, bool) and isinstance(value, (int, float))
+        and (value >= 0 if allow_zero else value > 0)
+    )
+
+
+@checks.register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Validate ``settings.HEIMDALL`` and the cache alias it names."""
+    raw = heimdall_settings.raw
+    if not isinstance(raw, dict):
+        return [_error("heimdall.E001", f"HEIMDALL must be a dict, not {type(raw).__name__}.",
+                       "Define HEIMDALL = {'CACHE': 'default', ...} in your settings.")]
+    errors = [
+        _error("heimdall.E002", f"HEIMDALL[{key!r}] is not a django-heimdall setting.",
+               f"Valid settings: {', '.join(DEFAULTS)}.")
+        for key in raw if key not in DEFAULTS
+    ]
+    values = {**DEFAULTS, **raw}
+
+    alias = values["CACHE"]
+    caches = getattr(settings, "CACHES", {})
+    if alias not in caches:
+        errors.append(_error("heimdall.E003",
+                             f"HEIMDALL['CACHE'] names cache alias {alias!r}, which is not in CACHES.",
+                             f"Add a django-redis cache {alias!r} to CACHES or name an existing one."))
+    elif caches[alias].get("BACKEND") not in _REDIS_BACKENDS:
+        errors.append(_error("heimdall.E004",
+                             f"Cache alias {alias!r} uses {caches[alias].get('BACKEND')!r}, "
+                             "not django-redis.",
+                             "Set its BACKEND to 'django_redis.cache.RedisCache'."))
+
+    prefix = values["KEY_PREFIX"]
+    if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
+        errors.append(_error("heimdall.E005", f"HEIMDALL['KEY_PREFIX'] is invalid: {prefix!r}.",
+                             "Use a non-empty string without spaces, e.g. 'heimdall'."))
+    if values["ON_REDIS_ERROR"] not in (FAIL_CLOSED, FAIL_OPEN):
+        errors.append(_error("heimdall.E005",
+                             f"HEIMDALL['ON_REDIS_ERROR'] is {values['ON_REDIS_ERROR']!r}.",
+                             f"Use {FAIL_CLOSED!r} (the default) or {FAIL_OPEN!r}."))
+    for name, allow_zero in (("DEFER_MAX_COUNTDOWN", False), ("DEFER_JITTER", True),
+                             ("UNAVAILABLE_COUNTDOWN", False)):
+        if not _positive(name, values[name], allow_zero):
+            errors.append(_error("heimdall.E005", f"HEIMDALL[{name!r}] is {values[name]!r}.",
+                                 "Give a positive number of seconds."))
+
+    errors += _check_options(values["DEFAULTS"], "HEIMDALL['DEFAULTS']", dotted_paths=True)
+    tasks = values["TASKS"]
+    if not isinstance(tasks, dict):
+        errors.append(_error("heimdall.E005", f"HEIMDALL['TASKS'] must be a dict, not {tasks!r}.",
+                             "Map registered task names to option dicts."))
+    else:
+        for name, options in tasks.items():
+            errors += _check_options(options, f"Task {name!r} (HEIMDALL['TASKS'])",
+                                     dotted_paths=True)
+    return errors
+
+
+@checks.register()
+def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Validate the decorator options of every ``HeimdallTask`` of the Celery app."""
+    from celery import current_app
+
+    from .task import HeimdallTask
+
+    # Import the project's task modules the way a worker does (autodiscovery is lazy).
+    current_app.loader.import_default_modules()
+    registered = current_app.tasks
+    errors: list[checks.CheckMessage] = []
+    tasks = heimdall_settings.TASKS if isinstance(heimdall_settings.raw, dict) else {}
+    tasks = tasks if isinstance(tasks, dict) else {}
+    for name, task in sorted(registered.items()):
+        if not isinstance(task, HeimdallTask):
+            continue
+        if task.heimdall is not None:
+            errors += _check_options(task.heimdall, f"Task {name!r} (heimdall={{...}})",
+                                     dotted_paths=False)
+        errors += _check_unique_on(name, task, tasks.get(name))
+    errors += [
+        _error("heimdall.W001",
+               f"HEIMDALL['TASKS'] configures {name!r}, which the Celery app does not register.",
+               "Check the task's registered name (module path + function name) or remove it.")
+        for name in tasks if name not in registered
+    ]
+    return errors
+
+
+def _check_unique_on(name: str, task: Any, settings_options: Any) -> list[checks.CheckMessage]:
+    errors = []
+    for where, options in (("heimdall={...}", task.heimdall), ("HEIMDALL['TASKS']", settings_options)):
+        unique_on = options.get("unique_on") if isinstance(options, Mapping) else None
+        if not isinstance(unique_on, (list, tuple)):
+            continue
+        try:
+            params = inspect.signature(task.run).parameters
+        except (TypeError, ValueError):
+            return errors
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            continue
+        missing = [arg for arg in unique_on if arg not in params]
+        if missing:
+            errors.append(_error(
+                "heimdall.E009",
+                f"Task {name!r} ({where}), option 'unique_on' names {', '.join(map(repr, missing))}, "
+                "which the task does not take.",
+                f"Use some of: {', '.join(params) or '(none)'}.",
+            ))
+    return errors

@@ -1,0 +1,87 @@
+"""``settings.HEIMDALL``, read through one object with defaults.
+
+Nothing is read at import time; values are cached and dropped whenever Django
+reports a change of ``HEIMDALL`` or ``CACHES`` (``override_settings`` included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+FAIL_CLOSED = "fail_closed"
+FAIL_OPEN = "fail_open"
+
+#: Top-level keys of ``settings.HEIMDALL`` and their defaults.
+DEFAULTS: dict[str, Any] = {
+    # django-redis cache alias whose client holds every lock and limit.
+    "CACHE": "default",
+    # Prefix of every Redis key django-heimdall writes.
+    "KEY_PREFIX": "heimdall",
+    # What to do when Redis cannot be reached: "fail_closed" or "fail_open".
+    "ON_REDIS_ERROR": FAIL_CLOSED,
+    # Defaults for every task option (lowest layer above the built-ins).
+    "DEFAULTS": {},
+    # Per-task policies keyed by registered task name; callables as dotted paths.
+    "TASKS": {},
+    # Longest countdown of one deferral hop, seconds. Keep it well below the
+    # broker's visibility timeout; it is also capped at half of that timeout.
+    "DEFER_MAX_COUNTDOWN": 60.0,
+    # Largest random delay added to a deferral, seconds, against a thundering herd.
+    "DEFER_JITTER": 0.5,
+    # Countdown of a start deferred because Redis was down (fail closed), seconds.
+    "UNAVAILABLE_COUNTDOWN": 5.0,
+}
+
+_reload_hooks: list[Callable[[], None]] = []
+
+
+def on_reload(func: Callable[[], None]) -> Callable[[], None]:
+    """Register ``func`` to drop a cache derived from settings when they change."""
+    _reload_hooks.append(func)
+    return func
+
+
+class HeimdallSettings:
+    """Attribute access to ``settings.HEIMDALL`` with ``DEFAULTS`` filled in."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] | None = None
+
+    @property
+    def raw(self) -> Any:
+        """The user's ``settings.HEIMDALL`` as given (may be invalid)."""
+        return getattr(settings, "HEIMDALL", {})
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"invalid django-heimdall setting {name!r}")
+        values = self._values
+        if values is None:
+            raw = self.raw
+            values = {**DEFAULTS, **(raw if isinstance(raw, dict) else {})}
+            self._values = values
+        return values[name]
+
+    @property
+    def fail_open(self) -> bool:
+        return self.ON_REDIS_ERROR == FAIL_OPEN
+
+    def reload(self) -> None:
+        self._values = None
+        for hook in _reload_hooks:
+            hook()
+
+
+heimdall_settings = HeimdallSettings()
+
+
+def _setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("HEIMDALL", "CACHES"):
+        heimdall_settings.reload()
+
+
+setting_changed.connect(_setting_changed, dispatch_uid="django_heimdall.conf")

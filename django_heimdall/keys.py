@@ -1,0 +1,130 @@
+"""Canonical identities of task calls: the part of a lock or rate key that
+names *which* call it is (the store adds its prefix and namespace).
+
+Arguments are bound to the task's signature with defaults applied, so
+``f(1)``, ``f(x=1)`` and ``f(x=1, y=<default>)`` share one identity. The
+encoding survives Celery's JSON round trip (tuples become lists, dict keys
+become strings, ``datetime``/``UUID``/``Decimal`` come back as themselves), so
+the identity computed at enqueue equals the one the worker computes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import hashlib
+import inspect
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from .policies import Policy
+
+PREVIEW_CHARS = 200
+_signatures: dict[type, inspect.Signature | None] = {}
+
+
+class Identity(NamedTuple):
+    """``lock`` names one call for uniqueness; ``rate`` the bucket it counts against."""
+
+    lock: str
+    rate: str
+    preview: str
+
+
+def _signature(task: Any) -> inspect.Signature | None:
+    cls = type(task)
+    try:
+        return _signatures[cls]
+    except KeyError:
+        pass
+    try:
+        sig = inspect.signature(task.run)
+    except (TypeError, ValueError):
+        sig = None
+    _signatures[cls] = sig
+    return sig
+
+
+def bind_arguments(task: Any, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> dict:
+    """Map the call's arguments to parameter names, defaults applied.
+
+    Raises ``TypeError`` (as the task itself would) when they do not fit, unless the
+    task was declared with ``typing=False``.
+    """
+    args = args or ()
+    kwargs = kwargs or {}
+    sig = _signature(task)
+    if sig is not None:
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError:
+            if getattr(task, "typing", True):
+                raise
+        else:
+            bound.apply_defaults()
+            return bound.arguments
+    return {"*args": list(args), "**kwargs": dict(kwargs)}
+
+
+def _tagged(value: Any) -> Any:
+    # Tag non-JSON types so that, e.g., a UUID and its string form differ.
+    if isinstance(value, datetime.datetime):
+        return {"__datetime__": value.isoformat()}
+    if isinstance(value, datetime.date):
+        return {"__date__": value.isoformat()}
+    if isinstance(value, datetime.time):
+        return {"__time__": value.isoformat()}
+    if isinstance(value, uuid.UUID):
+        return {"__uuid__": str(value)}
+    if isinstance(value, decimal.Decimal):
+        return {"__decimal__": str(value)}
+    if isinstance(value, (bytes, bytearray)):
+        return {"__bytes__": base64.b64encode(value).decode()}
+    if isinstance(value, (set, frozenset)):
+        raise TypeError("sets have no stable order; pass a sorted list")
+    raise TypeError(f"objects of type {type(value).__name__} cannot be part of a unique key")
+
+
+def canonical(arguments: Mapping[str, Any]) -> str:
+    """A stable JSON text for bound arguments (``1`` and ``"1"`` differ)."""
+    try:
+        return json.dumps(
+            arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_tagged
+        )
+    except TypeError as exc:
+        raise TypeError(
+            f"django-heimdall cannot build a unique key from these arguments ({exc}); "
+            "give the task a 'key' or 'unique_on' option"
+        ) from None
+
+
+def identity(task: Any, policy: Policy, args: Any, kwargs: Any) -> Identity:
+    """The identity of one call of ``task`` under ``policy``."""
+    key = policy.key
+    if key is not None:
+        if callable(key):
+            key = key(list(args or ()), dict(kwargs or {}))
+            if not isinstance(key, str) or not key:
+                raise TypeError(
+                    f"the 'key' function of task {task.name!r} must return a non-empty str, "
+                    f"not {key!r}"
+                )
+        return Identity(lock=key, rate=key, preview=key[:PREVIEW_CHARS])
+    if not policy.unique:
+        # Only rate-limited: one global bucket per task, no need to encode arguments.
+        return Identity(lock=task.name, rate=task.name, preview="")
+    arguments = bind_arguments(task, args, kwargs)
+    if policy.unique_on is not None:
+        missing = [name for name in policy.unique_on if name not in arguments]
+        if missing:
+            raise TypeError(
+                f"unique_on of task {task.name!r} names {', '.join(missing)}, "
+                "which the task does not take"
+            )
+        arguments = {name: arguments[name] for name in policy.unique_on}
+    text = canonical(arguments)
+    digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+    return Identity(lock=f"{task.name}:{digest}", rate=task.name, preview=text[:PREVIEW_CHARS])

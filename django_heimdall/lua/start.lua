@@ -1,0 +1,63 @@
+-- Decide whether a task may start now: unique check, then every rate limit.
+-- KEYS: when ARGV[1] == "1": lock hash, per-task lock index, set of task names,
+--       then one sliding-window log (list, newest first) per rate limit;
+--       otherwise only the rate-limit logs.
+-- ARGV[1] "1" if the task is unique   ARGV[2] task id   ARGV[3] lease ms
+-- ARGV[4] "1" to renew the lease when the task starts   ARGV[5] task name
+-- ARGV[6] argument preview   then per rate limit: times, window µs
+-- Returns {status, holder, wait µs, now µs}: status 1 = start (the lock is ours
+-- and the start was counted in every window), 0 = duplicate (another task holds
+-- the lock; nothing changed), 2 = over a rate limit, retry after wait µs (the
+-- lock, if any, is kept for this task; nothing was counted).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now / 1000)
+local unique = ARGV[1] == '1'
+local owner = ARGV[2]
+local lease = tonumber(ARGV[3])
+local first = 1
+if unique then
+  first = 4
+  local holder = redis.call('HGET', KEYS[1], 'owner')
+  if holder and holder ~= owner then
+    return {0, holder, redis.call('PTTL', KEYS[1]), now}
+  end
+  if not holder then
+    -- Started without a lock (send_task, beat, an expired lease): take it now.
+    redis.call('HSET', KEYS[1], 'owner', owner, 'task', ARGV[5], 'phase', 'queued',
+      'since', string.format('%d', now_ms), 'args', ARGV[6])
+    redis.call('SADD', KEYS[3], ARGV[5])
+    redis.call('PEXPIRE', KEYS[1], lease)
+    redis.call('ZADD', KEYS[2], string.format('%d', now_ms + lease), KEYS[1])
+  end
+end
+local wait = 0
+for i = first, #KEYS do
+  local arg = 7 + (i - first) * 2
+  local times = tonumber(ARGV[arg])
+  local window = tonumber(ARGV[arg + 1])
+  -- The times-th most recent start must lie a whole window in the past.
+  local oldest = redis.call('LINDEX', KEYS[i], times - 1)
+  if oldest then
+    local w = tonumber(oldest) + window - now
+    if w > wait then wait = w end
+  end
+end
+if wait > 0 then
+  return {2, owner, wait, now}
+end
+local stamp = string.format('%d', now)
+for i = first, #KEYS do
+  local arg = 7 + (i - first) * 2
+  redis.call('LPUSH', KEYS[i], stamp)
+  redis.call('LTRIM', KEYS[i], 0, tonumber(ARGV[arg]) - 1)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[arg + 1]) / 1000))
+end
+if unique then
+  redis.call('HSET', KEYS[1], 'phase', 'running')
+  if ARGV[4] == '1' then
+    redis.call('PEXPIRE', KEYS[1], lease)
+    redis.call('ZADD', KEYS[2], string.format('%d', now_ms + lease), KEYS[1])
+  end
+end
+return {1, owner, 0, now}

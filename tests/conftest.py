@@ -1,0 +1,114 @@
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from django_heimdall.store import get_store
+from tests.celery_app import app as test_app
+
+
+@pytest.fixture(autouse=True)
+def heimdall_prefix(settings):
+    """A fresh key prefix per test; its keys are deleted afterwards (never FLUSHDB,
+    so a shared Redis keeps everybody else's data)."""
+    prefix = f"ht-{uuid.uuid4().hex[:12]}"
+    settings.HEIMDALL = {**settings.HEIMDALL, "KEY_PREFIX": prefix}
+    yield prefix
+    client = get_store().client
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def redis_client():
+    return get_store().client
+
+
+@pytest.fixture(scope="session")
+def celery_app():
+    return test_app
+
+
+@pytest.fixture(scope="session")
+def celery_worker(celery_app):
+    """An in-thread worker (4 threads) consuming the session's queue."""
+    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
+                      loglevel="WARNING", shutdown_timeout=30) as worker:
+        yield worker
+
+
+@pytest.fixture
+def open_gate(redis_client):
+    from tests.tasks import gate_key
+
+    def _open(name):
+        redis_client.set(gate_key(name), 1, ex=120)
+
+    return _open
+
+
+def wait_until(predicate, timeout=30.0, interval=0.05, message="condition"):
+    """Poll ``predicate`` until it is truthy; fail the test (not a timing assert:
+    the timeout only bounds a hang) if it never is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {message}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """``celery worker`` in its own OS process, with the test's key prefix."""
+
+    def __init__(self, prefix, queue, pool="prefork", concurrency=4):
+        env = {**os.environ, "HEIMDALL_TEST_PREFIX": prefix, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+        self.queue = queue
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "-P", pool,
+             "-c", str(concurrency), "-Q", queue, "-l", "WARNING", "--without-gossip",
+             "--without-mingle", "--without-heartbeat", "-n", f"{queue}@%h"],
+            env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+
+    def wait_ready(self, app, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("worker process exited")
+            replies = app.control.ping(destination=[f"{self.queue}@{os.uname().nodename}"],
+                                       timeout=0.5)
+            if replies:
+                return
+        raise RuntimeError("worker process did not answer a ping")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def worker_process(heimdall_prefix, celery_app):
+    started = []
+
+    def _start(**kwargs):
+        queue = f"{heimdall_prefix}-q"
+        worker = WorkerProcess(heimdall_prefix, queue, **kwargs)
+        started.append(worker)
+        worker.wait_ready(celery_app)
+        return worker
+
+    yield _start
+    for worker in started:
+        worker.stop()

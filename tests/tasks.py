@@ -1,0 +1,159 @@
+"""Tasks the tests run on real workers. They record what happened in Redis,
+under the test's key prefix, so that worker threads and processes can report."""
+
+import json
+import time
+
+from celery import shared_task
+
+from django_heimdall import HeimdallTask, RateLimit
+from django_heimdall.conf import heimdall_settings
+from django_heimdall.keys import identity
+from django_heimdall.store import get_store
+
+
+def redis():
+    return get_store().client
+
+
+def record_key(name):
+    return f"{heimdall_settings.KEY_PREFIX}:test:{name}"
+
+
+def record(_name, **data):
+    redis().rpush(record_key(_name), json.dumps(data))
+
+
+def records(name):
+    return [json.loads(item) for item in redis().lrange(record_key(name), 0, -1)]
+
+
+def gate_key(name):
+    return f"{heimdall_settings.KEY_PREFIX}:gate:{name}"
+
+
+def wait_for_gate(name, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not redis().exists(gate_key(name)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {name} never opened")
+        time.sleep(0.02)
+
+
+def redis_time_us():
+    sec, usec = redis().time()
+    return sec * 1_000_000 + usec
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True})
+def unique_add(self, x, y=0):
+    record("unique_add", id=self.request.id, x=x, y=y)
+    return x + y
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True})
+def unique_blocking(self, name):
+    """Runs until the test opens the gate ``name``."""
+    record("unique_blocking", id=self.request.id, name=name)
+    wait_for_gate(name)
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "unique_raises": True})
+def unique_raising(self, name):
+    wait_for_gate(name)
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True, max_retries=5, heimdall={"unique": True})
+def unique_retrying(self, name):
+    """Retries twice, checking at every attempt that it still holds its lock."""
+    ident = identity(self, self.heimdall_policy, self.request.args, self.request.kwargs)
+    record("unique_retrying", id=self.request.id, retries=self.request.retries,
+           holder=get_store().holder(ident.lock))
+    if self.request.retries < 2:
+        raise self.retry(countdown=0.1)
+    return self.request.retries
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True})
+def unique_failing(self, name):
+    record("unique_failing", id=self.request.id)
+    raise ValueError(f"boom {name}")
+
+
+@shared_task(base=HeimdallTask, bind=True,
+             heimdall={"unique": True, "unique_timeout": 3, "unique_wait_for_expiry": True})
+def unique_interval(self, name):
+    record("unique_interval", id=self.request.id)
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True})
+def unique_typed(self, when, ident, amount, extra=None):
+    """Reports the lock identity the worker computes from the deserialised message."""
+    computed = identity(self, self.heimdall_policy, self.request.args, self.request.kwargs)
+    record("unique_typed", id=self.request.id, lock=computed.lock,
+           types=[type(when).__name__, type(ident).__name__, type(amount).__name__])
+    return computed.lock
+
+
+@shared_task(bind=True)
+def plain_record(self, value):
+    record("plain_record", id=self.request.id, value=value)
+    return value
+
+
+@shared_task(base=HeimdallTask, bind=True, max_retries=0,
+             heimdall={"rate_limit": RateLimit((10, 2))})
+def limited_10_per_2s(self, n):
+    """Records its start on the Redis clock and its retry count."""
+    record("limited", id=self.request.id, n=n, t=redis_time_us(), retries=self.request.retries)
+    return n
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"rate_limit": "3/s"})
+def limited(self, n):
+    """Rate set per test through HEIMDALL['TASKS'] (a settings layer above '3/s')."""
+    record("limited", id=self.request.id, n=n, t=redis_time_us(), retries=self.request.retries)
+    return n
+
+
+def per_customer_rate(key, args):
+    # A dynamic, per-key limit: customer 1 is premium.
+    return (4, 1) if args[0] == 1 else (1, 1)
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={
+    "rate_limit": RateLimit(per_customer_rate),
+    "key": lambda args, kwargs: f"customer-{args[0]}",
+})
+def limited_per_customer(self, customer, n):
+    record("per_customer", id=self.request.id, customer=customer, n=n, t=redis_time_us())
+    return n
+
+
+@shared_task(base=HeimdallTask, bind=True, max_retries=0,
+             heimdall={"unique": True, "rate_limit": RateLimit((1, 1))})
+def unique_and_limited(self, name):
+    record("unique_and_limited", id=self.request.id, name=name, t=redis_time_us(),
+           retries=self.request.retries)
+    return name
+
+
+def report_key(args, kwargs):
+    return f"report-{args[0]}"
+
+
+@shared_task(base=HeimdallTask, bind=True)
+def configured_in_settings(self, customer, fmt="pdf"):
+    """No decorator options: tests configure it through HEIMDALL['TASKS']."""
+    record("configured_in_settings", id=self.request.id)
+    wait_for_gate(f"configured-{customer}")
+    return customer
+
+
+@shared_task
+def collect(results):
+    record("collect", results=results)
+    return results
