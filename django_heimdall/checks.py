@@ -19,6 +19,7 @@ from .conf import DEFAULTS, FAIL_CLOSED, FAIL_OPEN, heimdall_settings
 from .policies import OptionError, parse_option
 
 _REDIS_BACKENDS = ("django_redis.cache.RedisCache",)
+_importing = False
 
 
 def _error(check_id: str, msg: str, hint: str, obj: Any = None) -> checks.CheckMessage:
@@ -105,8 +106,16 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
 
     from .task import HeimdallTask
 
+    global _importing
+    if _importing:
+        # Celery's Django fixup runs the system checks while importing task modules.
+        return []
     # Import the project's task modules the way a worker does (autodiscovery is lazy).
-    current_app.loader.import_default_modules()
+    _importing = True
+    try:
+        current_app.loader.import_default_modules()
+    finally:
+        _importing = False
     registered = current_app.tasks
     errors: list[checks.CheckMessage] = []
     tasks = heimdall_settings.TASKS if isinstance(heimdall_settings.raw, dict) else {}

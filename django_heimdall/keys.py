@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from .policies import Policy
 
 PREVIEW_CHARS = 200
-_signatures: dict[type, inspect.Signature | None] = {}
+_signatures: dict[str, tuple[Any, inspect.Signature | None]] = {}
 
 
 class Identity(NamedTuple):
@@ -35,16 +35,16 @@ class Identity(NamedTuple):
 
 
 def _signature(task: Any) -> inspect.Signature | None:
-    cls = type(task)
+    run = task.run
+    func = getattr(run, "__func__", run)
+    cached = _signatures.get(task.name)
+    if cached is not None and cached[0] is func:
+        return cached[1]
     try:
-        return _signatures[cls]
-    except KeyError:
-        pass
-    try:
-        sig = inspect.signature(task.run)
+        sig = inspect.signature(run)
     except (TypeError, ValueError):
         sig = None
-    _signatures[cls] = sig
+    _signatures[task.name] = (func, sig)
     return sig
 
 

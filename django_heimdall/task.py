@@ -154,6 +154,8 @@ class HeimdallTask(Task):
                 raise RateLimitExceeded(decision.wait, ident.rate)
             self._heimdall_defer(args, kwargs, decision.wait, lock)
 
+        # When the start was admitted, on the Redis clock (µs since the epoch).
+        request.heimdall_started_at = decision.now_us
         keep = lock is None or policy.unique_wait_for_expiry
         try:
             return self.run(*args, **kwargs)

@@ -108,14 +108,16 @@ def plain_record(self, value):
              heimdall={"rate_limit": RateLimit((10, 2))})
 def limited_10_per_2s(self, n):
     """Records its start on the Redis clock and its retry count."""
-    record("limited", id=self.request.id, n=n, t=redis_time_us(), retries=self.request.retries)
+    record("limited", id=self.request.id, n=n, t=self.request.heimdall_started_at,
+           now=redis_time_us(), retries=self.request.retries)
     return n
 
 
 @shared_task(base=HeimdallTask, bind=True, heimdall={"rate_limit": "3/s"})
 def limited(self, n):
     """Rate set per test through HEIMDALL['TASKS'] (a settings layer above '3/s')."""
-    record("limited", id=self.request.id, n=n, t=redis_time_us(), retries=self.request.retries)
+    record("limited", id=self.request.id, n=n, t=self.request.heimdall_started_at,
+           retries=self.request.retries)
     return n
 
 
@@ -129,14 +131,15 @@ def per_customer_rate(key, args):
     "key": lambda args, kwargs: f"customer-{args[0]}",
 })
 def limited_per_customer(self, customer, n):
-    record("per_customer", id=self.request.id, customer=customer, n=n, t=redis_time_us())
+    record("per_customer", id=self.request.id, customer=customer, n=n,
+           t=self.request.heimdall_started_at)
     return n
 
 
 @shared_task(base=HeimdallTask, bind=True, max_retries=0,
              heimdall={"unique": True, "rate_limit": RateLimit((1, 1))})
 def unique_and_limited(self, name):
-    record("unique_and_limited", id=self.request.id, name=name, t=redis_time_us(),
+    record("unique_and_limited", id=self.request.id, name=name, t=self.request.heimdall_started_at,
            retries=self.request.retries)
     return name
 
