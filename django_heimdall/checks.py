@@ -14,12 +14,22 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
+from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, FAIL_CLOSED, FAIL_OPEN, heimdall_settings
 from .policies import OptionError, parse_option
 
-_REDIS_BACKENDS = ("django_redis.cache.RedisCache",)
 _importing = False
+
+
+def _is_django_redis(backend: Any) -> bool:
+    from django_redis.cache import RedisCache
+
+    try:
+        cls = import_string(backend)
+    except (ImportError, TypeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, RedisCache)
 
 
 def _error(check_id: str, msg: str, hint: str, obj: Any = None) -> checks.CheckMessage:
@@ -29,20 +39,28 @@ def _error(check_id: str, msg: str, hint: str, obj: Any = None) -> checks.CheckM
 
 def _check_options(options: Any, where: str, *, dotted_paths: bool) -> list[checks.CheckMessage]:
     if not isinstance(options, Mapping):
-        return [_error("heimdall.E007", f"{where} must be a dict of options, not {options!r}.",
-                       "Give a dict such as {'unique': True}.")]
+        return [
+            _error(
+                "heimdall.E007",
+                f"{where} must be a dict of options, not {options!r}.",
+                "Give a dict such as {'unique': True}.",
+            )
+        ]
     errors = []
     for name, value in options.items():
         try:
             parse_option(name, value, dotted_paths=dotted_paths)
         except OptionError as exc:
-            errors.append(_error(exc.check_id, f"{where}, option {name!r}: {exc.message}", exc.hint))
+            errors.append(
+                _error(exc.check_id, f"{where}, option {name!r}: {exc.message}", exc.hint)
+            )
     return errors
 
 
 def _positive(name: str, value: Any, allow_zero: bool = False) -> bool:
     return (
-        not isinstance(value, bool) and isinstance(value, (int, float))
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
         and (value >= 0 if allow_zero else value > 0)
     )
 
@@ -52,50 +70,115 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     """Validate ``settings.HEIMDALL`` and the cache alias it names."""
     raw = heimdall_settings.raw
     if not isinstance(raw, dict):
-        return [_error("heimdall.E001", f"HEIMDALL must be a dict, not {type(raw).__name__}.",
-                       "Define HEIMDALL = {'CACHE': 'default', ...} in your settings.")]
+        return [
+            _error(
+                "heimdall.E001",
+                f"HEIMDALL must be a dict, not {type(raw).__name__}.",
+                "Define HEIMDALL = {'CACHE': 'default', ...} in your settings.",
+            )
+        ]
     errors = [
-        _error("heimdall.E002", f"HEIMDALL[{key!r}] is not a django-heimdall setting.",
-               f"Valid settings: {', '.join(DEFAULTS)}.")
-        for key in raw if key not in DEFAULTS
+        _error(
+            "heimdall.E002",
+            f"HEIMDALL[{key!r}] is not a django-heimdall setting.",
+            f"Valid settings: {', '.join(DEFAULTS)}.",
+        )
+        for key in raw
+        if key not in DEFAULTS
     ]
     values = {**DEFAULTS, **raw}
 
     alias = values["CACHE"]
     caches = getattr(settings, "CACHES", {})
-    if alias not in caches:
-        errors.append(_error("heimdall.E003",
-                             f"HEIMDALL['CACHE'] names cache alias {alias!r}, which is not in CACHES.",
-                             f"Add a django-redis cache {alias!r} to CACHES or name an existing one."))
-    elif caches[alias].get("BACKEND") not in _REDIS_BACKENDS:
-        errors.append(_error("heimdall.E004",
-                             f"Cache alias {alias!r} uses {caches[alias].get('BACKEND')!r}, "
-                             "not django-redis.",
-                             "Set its BACKEND to 'django_redis.cache.RedisCache'."))
+    if not isinstance(alias, str):
+        errors.append(
+            _error(
+                "heimdall.E005",
+                f"HEIMDALL['CACHE'] must be an alias name, not {alias!r}.",
+                "Name a django-redis cache of CACHES, e.g. 'default'.",
+            )
+        )
+    elif alias not in caches:
+        errors.append(
+            _error(
+                "heimdall.E003",
+                f"HEIMDALL['CACHE'] names cache alias {alias!r}, which is not in CACHES.",
+                f"Add a django-redis cache {alias!r} to CACHES or name an existing one.",
+            )
+        )
+    elif not _is_django_redis(caches[alias].get("BACKEND")):
+        errors.append(
+            _error(
+                "heimdall.E004",
+                f"Cache alias {alias!r} uses {caches[alias].get('BACKEND')!r}, not django-redis.",
+                "Set its BACKEND to 'django_redis.cache.RedisCache'.",
+            )
+        )
 
     prefix = values["KEY_PREFIX"]
     if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
-        errors.append(_error("heimdall.E005", f"HEIMDALL['KEY_PREFIX'] is invalid: {prefix!r}.",
-                             "Use a non-empty string without spaces, e.g. 'heimdall'."))
+        errors.append(
+            _error(
+                "heimdall.E005",
+                f"HEIMDALL['KEY_PREFIX'] is invalid: {prefix!r}.",
+                "Use a non-empty string without spaces, e.g. 'heimdall'.",
+            )
+        )
     if values["ON_REDIS_ERROR"] not in (FAIL_CLOSED, FAIL_OPEN):
-        errors.append(_error("heimdall.E005",
-                             f"HEIMDALL['ON_REDIS_ERROR'] is {values['ON_REDIS_ERROR']!r}.",
-                             f"Use {FAIL_CLOSED!r} (the default) or {FAIL_OPEN!r}."))
-    for name, allow_zero in (("DEFER_MAX_COUNTDOWN", False), ("DEFER_JITTER", True),
-                             ("UNAVAILABLE_COUNTDOWN", False)):
+        errors.append(
+            _error(
+                "heimdall.E005",
+                f"HEIMDALL['ON_REDIS_ERROR'] is {values['ON_REDIS_ERROR']!r}.",
+                f"Use {FAIL_CLOSED!r} (the default) or {FAIL_OPEN!r}.",
+            )
+        )
+    for name, allow_zero in (
+        ("DEFER_MAX_COUNTDOWN", False),
+        ("DEFER_JITTER", True),
+        ("UNAVAILABLE_COUNTDOWN", False),
+    ):
         if not _positive(name, values[name], allow_zero):
-            errors.append(_error("heimdall.E005", f"HEIMDALL[{name!r}] is {values[name]!r}.",
-                                 "Give a positive number of seconds."))
+            errors.append(
+                _error(
+                    "heimdall.E005",
+                    f"HEIMDALL[{name!r}] is {values[name]!r}.",
+                    "Give a positive number of seconds.",
+                )
+            )
 
-    errors += _check_options(values["DEFAULTS"], "HEIMDALL['DEFAULTS']", dotted_paths=True)
+    if not isinstance(values["DEFAULTS"], Mapping):
+        errors.append(
+            _error(
+                "heimdall.E005",
+                f"HEIMDALL['DEFAULTS'] must be a dict, not {values['DEFAULTS']!r}.",
+                "Give option defaults such as {'unique_timeout': 600}.",
+            )
+        )
+    elif "unique_on" in values["DEFAULTS"]:
+        errors.append(
+            _error(
+                "heimdall.E007",
+                "HEIMDALL['DEFAULTS'], option 'unique_on': argument names differ "
+                "between tasks, so they cannot have a default.",
+                "Set 'unique_on' per task, in HEIMDALL['TASKS'] or on the decorator.",
+            )
+        )
+    else:
+        errors += _check_options(values["DEFAULTS"], "HEIMDALL['DEFAULTS']", dotted_paths=True)
     tasks = values["TASKS"]
     if not isinstance(tasks, dict):
-        errors.append(_error("heimdall.E005", f"HEIMDALL['TASKS'] must be a dict, not {tasks!r}.",
-                             "Map registered task names to option dicts."))
+        errors.append(
+            _error(
+                "heimdall.E005",
+                f"HEIMDALL['TASKS'] must be a dict, not {tasks!r}.",
+                "Map registered task names to option dicts.",
+            )
+        )
     else:
         for name, options in tasks.items():
-            errors += _check_options(options, f"Task {name!r} (HEIMDALL['TASKS'])",
-                                     dotted_paths=True)
+            errors += _check_options(
+                options, f"Task {name!r} (HEIMDALL['TASKS'])", dotted_paths=True
+            )
     return errors
 
 
@@ -124,21 +207,28 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
         if not isinstance(task, HeimdallTask):
             continue
         if task.heimdall is not None:
-            errors += _check_options(task.heimdall, f"Task {name!r} (heimdall={{...}})",
-                                     dotted_paths=False)
+            errors += _check_options(
+                task.heimdall, f"Task {name!r} (heimdall={{...}})", dotted_paths=False
+            )
         errors += _check_unique_on(name, task, tasks.get(name))
     errors += [
-        _error("heimdall.W001",
-               f"HEIMDALL['TASKS'] configures {name!r}, which the Celery app does not register.",
-               "Check the task's registered name (module path + function name) or remove it.")
-        for name in tasks if name not in registered
+        _error(
+            "heimdall.W001",
+            f"HEIMDALL['TASKS'] configures {name!r}, which the Celery app does not register.",
+            "Check the task's registered name (module path + function name) or remove it.",
+        )
+        for name in tasks
+        if name not in registered
     ]
     return errors
 
 
 def _check_unique_on(name: str, task: Any, settings_options: Any) -> list[checks.CheckMessage]:
     errors = []
-    for where, options in (("heimdall={...}", task.heimdall), ("HEIMDALL['TASKS']", settings_options)):
+    for where, options in (
+        ("heimdall={...}", task.heimdall),
+        ("HEIMDALL['TASKS']", settings_options),
+    ):
         unique_on = options.get("unique_on") if isinstance(options, Mapping) else None
         if not isinstance(unique_on, (list, tuple)):
             continue
@@ -150,10 +240,12 @@ def _check_unique_on(name: str, task: Any, settings_options: Any) -> list[checks
             continue
         missing = [arg for arg in unique_on if arg not in params]
         if missing:
-            errors.append(_error(
-                "heimdall.E009",
-                f"Task {name!r} ({where}), option 'unique_on' names {', '.join(map(repr, missing))}, "
-                "which the task does not take.",
-                f"Use some of: {', '.join(params) or '(none)'}.",
-            ))
+            errors.append(
+                _error(
+                    "heimdall.E009",
+                    f"Task {name!r} ({where}), option 'unique_on' names "
+                    f"{', '.join(map(repr, missing))}, which the task does not take.",
+                    f"Use some of: {', '.join(params) or '(none)'}.",
+                )
+            )
     return errors

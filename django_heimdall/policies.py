@@ -50,7 +50,9 @@ class OptionError(ValueError):
 def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise OptionError(
-            "heimdall.E007", name, f"'{name}' must be True or False, not {value!r}.",
+            "heimdall.E007",
+            name,
+            f"'{name}' must be True or False, not {value!r}.",
             f"Set '{name}' to True or False.",
         )
     return value
@@ -59,7 +61,9 @@ def _bool(name: str, value: Any) -> bool:
 def _timeout(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise OptionError(
-            "heimdall.E007", name, f"'{name}' must be a positive number of seconds, not {value!r}.",
+            "heimdall.E007",
+            name,
+            f"'{name}' must be a positive number of seconds, not {value!r}.",
             "Give the lock lifetime in seconds, e.g. 3600.",
         )
     return value
@@ -70,7 +74,9 @@ def _import(name: str, path: str) -> Any:
         return import_string(path)
     except ImportError as exc:
         raise OptionError(
-            "heimdall.E008", name, f"'{name}' names {path!r}, which cannot be imported: {exc}",
+            "heimdall.E008",
+            name,
+            f"'{name}' names {path!r}, which cannot be imported: {exc}",
             "Give the dotted path of a module-level callable, e.g. 'myapp.keys.report_key'.",
         ) from None
 
@@ -81,14 +87,18 @@ def _key(name: str, value: Any, dotted_paths: bool) -> Any:
     if dotted_paths:
         if not isinstance(value, str):
             raise OptionError(
-                "heimdall.E007", name, f"'{name}' in settings must be a dotted path, not {value!r}.",
+                "heimdall.E007",
+                name,
+                f"'{name}' in settings must be a dotted path, not {value!r}.",
                 "Give the dotted path of a callable(args, kwargs) -> str.",
             )
         value = _import(name, value)
     if callable(value) or (isinstance(value, str) and value):
         return value
     raise OptionError(
-        "heimdall.E007", name, f"'{name}' must be a callable(args, kwargs) or a string, not {value!r}.",
+        "heimdall.E007",
+        name,
+        f"'{name}' must be a callable(args, kwargs) or a string, not {value!r}.",
         "Use e.g. lambda args, kwargs: f'report-{args[0]}'.",
     )
 
@@ -96,13 +106,16 @@ def _key(name: str, value: Any, dotted_paths: bool) -> Any:
 def _rate_limit(name: str, value: Any, dotted_paths: bool) -> RateLimit | None:
     if value is None or isinstance(value, RateLimit):
         return value
-    if dotted_paths and isinstance(value, str) and value[:1].isalpha():
+    # Rate strings start with a digit and hold a "/"; dotted paths do neither.
+    if dotted_paths and isinstance(value, str) and "/" not in value and value[:1].isalpha():
         value = _import(name, value)
     try:
         return RateLimit(value)
     except (ValueError, TypeError) as exc:
         raise OptionError(
-            "heimdall.E007", name, f"'{name}' is invalid: {exc}",
+            "heimdall.E007",
+            name,
+            f"'{name}' is invalid: {exc}",
             "Use RateLimit((times, per_seconds)), a string like '10/m' or '2/60s', or a callable.",
         ) from None
 
@@ -115,7 +128,9 @@ def _unique_on(name: str, value: Any) -> tuple[str, ...] | None:
     ):
         return tuple(value)
     raise OptionError(
-        "heimdall.E007", name, f"'{name}' must be a list of argument names, not {value!r}.",
+        "heimdall.E007",
+        name,
+        f"'{name}' must be a list of argument names, not {value!r}.",
         "List the task's parameter names, e.g. ['customer_id']; [] means the task name only.",
     )
 
@@ -137,7 +152,9 @@ def parse_option(name: str, value: Any, *, dotted_paths: bool = False) -> Any:
     if name == "unique_on":
         return _unique_on(name, value)
     raise OptionError(
-        "heimdall.E006", name, f"'{name}' is not a django-heimdall option.",
+        "heimdall.E006",
+        name,
+        f"'{name}' is not a django-heimdall option.",
         f"Valid options: {', '.join(OPTION_NAMES)}.",
     )
 
@@ -146,10 +163,15 @@ def parse_options(options: Any, *, dotted_paths: bool = False) -> dict[str, Any]
     """Parse a whole option mapping; raise the first ``OptionError``."""
     if not isinstance(options, Mapping):
         raise OptionError(
-            "heimdall.E007", "*", f"task options must be a dict, not {options!r}.",
+            "heimdall.E007",
+            "*",
+            f"task options must be a dict, not {options!r}.",
             "Give a dict such as {'unique': True}.",
         )
-    return {name: parse_option(name, value, dotted_paths=dotted_paths) for name, value in options.items()}
+    return {
+        name: parse_option(name, value, dotted_paths=dotted_paths)
+        for name, value in options.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -219,8 +241,13 @@ def _layer(label: str, options: Any, dotted_paths: bool, task_name: str) -> dict
 
 def _build(task_name: str, decorator_options: Mapping[str, Any] | None) -> Policy:
     tasks = heimdall_settings.TASKS
+    defaults = heimdall_settings.DEFAULTS
+    if isinstance(defaults, Mapping) and "unique_on" in defaults:
+        raise ImproperlyConfigured(
+            "[heimdall.E007] HEIMDALL['DEFAULTS'] may not set 'unique_on'; set it per task."
+        )
     layers = [
-        (SOURCE_DEFAULTS, _layer("HEIMDALL['DEFAULTS']", heimdall_settings.DEFAULTS, True, task_name)),
+        (SOURCE_DEFAULTS, _layer("HEIMDALL['DEFAULTS']", defaults, True, task_name)),
         (SOURCE_DECORATOR, _layer("heimdall={...}", decorator_options, False, task_name)),
         (
             SOURCE_SETTINGS,

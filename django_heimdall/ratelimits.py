@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -54,10 +55,17 @@ def parse_rate(value: Any) -> Rate:
     elif isinstance(value, (tuple, list)) and len(value) == 2:
         times, per = value
     else:
-        raise ValueError(f"{value!r} is not a rate; give (times, per_seconds) or a string like '10/m'")
+        raise ValueError(
+            f"{value!r} is not a rate; give (times, per_seconds) or a string like '10/m'"
+        )
     if isinstance(times, bool) or not isinstance(times, int) or times < 1:
         raise ValueError(f"times must be a positive integer, not {times!r}")
-    if isinstance(per, bool) or not isinstance(per, (int, float)) or not per > 0:
+    if (
+        isinstance(per, bool)
+        or not isinstance(per, (int, float))
+        or not per > 0
+        or not math.isfinite(per)
+    ):
         raise ValueError(f"per must be a positive number of seconds, not {per!r}")
     return Rate(times, float(per))
 
@@ -123,12 +131,18 @@ def _callable_params(func: Callable[..., Any]) -> tuple[str, ...]:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
         return ()
+    if any(p.kind is p.POSITIONAL_ONLY for p in params):
+        raise ValueError(
+            f"a rate-limit callable receives {', '.join(_CALLABLE_PARAMS)} by name; "
+            f"{getattr(func, '__qualname__', func)} has positional-only parameters"
+        )
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return _CALLABLE_PARAMS
     unknown = [
         p.name
         for p in params
-        if p.name not in _CALLABLE_PARAMS and p.default is p.empty
+        if p.name not in _CALLABLE_PARAMS
+        and p.default is p.empty
         and p.kind not in (p.VAR_POSITIONAL,)
     ]
     if unknown:

@@ -98,7 +98,12 @@ class Store:
             ) from exc
 
     def acquire(
-        self, identity: str, owner: str, lease_ms: int, task_name: str, preview: str = "",
+        self,
+        identity: str,
+        owner: str,
+        lease_ms: int,
+        task_name: str,
+        preview: str = "",
         renew: bool = True,
     ) -> Acquire:
         """Take the lock of ``identity`` for ``owner``, or report its holder."""
@@ -126,8 +131,12 @@ class Store:
         if lock is not None:
             keys += [self.lock_key(lock), self.index_key(task_name), self.tasks_key]
         args: list[Any] = [
-            "1" if lock is not None else "0", owner, lease_ms, "1" if renew else "0",
-            task_name, preview,
+            "1" if lock is not None else "0",
+            owner,
+            lease_ms,
+            "1" if renew else "0",
+            task_name,
+            preview,
         ]
         for identity, rate in rates:
             keys.append(self.rate_key(identity))

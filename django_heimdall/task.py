@@ -52,30 +52,63 @@ class HeimdallTask(Task):
     # -- enqueue -----------------------------------------------------------------
 
     def apply_async(
-        self, args=None, kwargs=None, task_id=None, producer=None, link=None,
-        link_error=None, shadow=None, **options,
+        self,
+        args=None,
+        kwargs=None,
+        task_id=None,
+        producer=None,
+        link=None,
+        link_error=None,
+        shadow=None,
+        **options,
     ):
         policy = self.heimdall_policy
         publish = super().apply_async
         if not policy.unique:
-            return publish(args, kwargs, task_id=task_id, producer=producer, link=link,
-                           link_error=link_error, shadow=shadow, **options)
+            return publish(
+                args,
+                kwargs,
+                task_id=task_id,
+                producer=producer,
+                link=link,
+                link_error=link_error,
+                shadow=shadow,
+                **options,
+            )
         task_id = task_id or uuid()
         ident = keys.identity(self, policy, args, kwargs)
         store = get_store()
         try:
             taken = store.acquire(
-                ident.lock, task_id, policy.unique_timeout_ms, self.name, ident.preview,
+                ident.lock,
+                task_id,
+                policy.unique_timeout_ms,
+                self.name,
+                ident.preview,
                 renew=not policy.unique_wait_for_expiry,
             )
         except HeimdallUnavailable as exc:
-            if not heimdall_settings.fail_open:
+            if not heimdall_settings.fail_open and task_id != self.request.id:
                 logger.error("%s[%s] not published: %s (fail closed)", self.name, task_id, exc)
                 raise
-            logger.warning("%s[%s] published without its lock: %s (fail open)",
-                           self.name, task_id, exc)
-            return publish(args, kwargs, task_id=task_id, producer=producer, link=link,
-                           link_error=link_error, shadow=shadow, **options)
+            # Fail open, or a retry re-sending itself: its start check decides later.
+            logger.warning(
+                "%s[%s] published without its lock: %s (%s)",
+                self.name,
+                task_id,
+                exc,
+                "fail open" if heimdall_settings.fail_open else "retry",
+            )
+            return publish(
+                args,
+                kwargs,
+                task_id=task_id,
+                producer=producer,
+                link=link,
+                link_error=link_error,
+                shadow=shadow,
+                **options,
+            )
 
         if taken.status == DUPLICATE:
             signals.duplicate_blocked.send(
@@ -89,15 +122,28 @@ class HeimdallTask(Task):
             # Part of a canvas: returning another task's result would lose this
             # task's callbacks or leave its group waiting. Publish it; the start
             # check skips it (a failure the canvas sees) if the holder still runs.
-            logger.info("%s[%s]: duplicate of %s published as part of a canvas; "
-                        "it will be skipped if %s still holds the lock",
-                        self.name, task_id, taken.holder, taken.holder)
+            logger.info(
+                "%s[%s]: duplicate of %s published as part of a canvas; "
+                "it will be skipped if %s still holds the lock",
+                self.name,
+                task_id,
+                taken.holder,
+                taken.holder,
+            )
         elif taken.status == ACQUIRED:
             signals.lock_acquired.send(sender=self, task_id=task_id, key=ident.lock)
 
         try:
-            return publish(args, kwargs, task_id=task_id, producer=producer, link=link,
-                           link_error=link_error, shadow=shadow, **options)
+            return publish(
+                args,
+                kwargs,
+                task_id=task_id,
+                producer=producer,
+                link=link,
+                link_error=link_error,
+                shadow=shadow,
+                **options,
+            )
         except BaseException:
             if taken.status == ACQUIRED:
                 self._heimdall_release(store, ident.lock, task_id)
@@ -124,8 +170,13 @@ class HeimdallTask(Task):
         store = get_store()
         try:
             decision = store.start(
-                request.id, task_name=self.name, lock=lock, lease_ms=policy.unique_timeout_ms,
-                renew=not policy.unique_wait_for_expiry, preview=ident.preview, rates=rates,
+                request.id,
+                task_name=self.name,
+                lock=lock,
+                lease_ms=policy.unique_timeout_ms,
+                renew=not policy.unique_wait_for_expiry,
+                preview=ident.preview,
+                rates=rates,
             )
         except HeimdallUnavailable as exc:
             if heimdall_settings.fail_open:
@@ -137,8 +188,9 @@ class HeimdallTask(Task):
             self._heimdall_defer(args, kwargs, heimdall_settings.UNAVAILABLE_COUNTDOWN, None)
 
         if decision.status == DUPLICATE:
-            logger.warning("%s[%s] skipped: %s holds its lock", self.name, request.id,
-                           decision.holder)
+            logger.warning(
+                "%s[%s] skipped: %s holds its lock", self.name, request.id, decision.holder
+            )
             signals.duplicate_blocked.send(
                 sender=self, task_id=request.id, holder=decision.holder, key=lock, stage="start"
             )
@@ -173,8 +225,11 @@ class HeimdallTask(Task):
         countdown = min(wait, _max_countdown(self.app))
         countdown += random.uniform(0, heimdall_settings.DEFER_JITTER)
         request = self.request
+        again = self.signature_from_request(request, args, kwargs, countdown=countdown)
         try:
-            self.signature_from_request(request, args, kwargs, countdown=countdown).apply_async()
+            # Straight to Celery: the lock (if any) stays ours and the start check
+            # re-decides when the message comes back, so enqueue has nothing to add.
+            super().apply_async(again.args, again.kwargs, **again.options)
         except BaseException:
             logger.exception("%s[%s] could not be deferred", self.name, request.id)
             if lock is not None:
@@ -187,8 +242,9 @@ class HeimdallTask(Task):
         try:
             released = store.release(lock, task_id, self.name)
         except HeimdallUnavailable as exc:
-            logger.warning("%s[%s] lock not released, it expires with its lease: %s",
-                           self.name, task_id, exc)
+            logger.warning(
+                "%s[%s] lock not released, it expires with its lease: %s", self.name, task_id, exc
+            )
             return
         if released:
             signals.lock_released.send(sender=self, task_id=task_id, key=lock)
@@ -213,7 +269,8 @@ def _release_revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> 
     try:
         ident = keys.identity(sender, policy, request.args, request.kwargs)
     except Exception:
-        logger.exception("%s[%s] revoked; its lock key could not be computed",
-                         sender.name, request.id)
+        logger.exception(
+            "%s[%s] revoked; its lock key could not be computed", sender.name, request.id
+        )
         return
     sender._heimdall_release(get_store(), ident.lock, request.id)

@@ -54,7 +54,9 @@ HEIMDALL = {
     "CACHE": "default",
     "DEFAULTS": {"unique_timeout": 600},
     # A policy set without touching the task's code:
-    "TASKS": {"example_project.demo.tasks.sync_customer": {"unique": True, "unique_on": ["customer_id"]}},
+    "TASKS": {
+        "example_project.demo.tasks.sync_customer": {"unique": True, "unique_on": ["customer_id"]}
+    },
 }
 
 CELERY_BROKER_URL = REDIS_URL

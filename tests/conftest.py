@@ -37,8 +37,14 @@ def celery_app():
 @pytest.fixture(scope="session")
 def celery_worker(celery_app):
     """An in-thread worker (4 threads) consuming the session's queue."""
-    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
-                      loglevel="WARNING", shutdown_timeout=30) as worker:
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ) as worker:
         yield worker
 
 
@@ -69,13 +75,36 @@ class WorkerProcess:
     """``celery worker`` in its own OS process, with the test's key prefix."""
 
     def __init__(self, prefix, queue, pool="prefork", concurrency=4):
-        env = {**os.environ, "HEIMDALL_TEST_PREFIX": prefix, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+        env = {
+            **os.environ,
+            "HEIMDALL_TEST_PREFIX": prefix,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+        }
         self.queue = queue
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "-P", pool,
-             "-c", str(concurrency), "-Q", queue, "-l", "WARNING", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "-n", f"{queue}@%h"],
-            env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.celery_app",
+                "worker",
+                "-P",
+                pool,
+                "-c",
+                str(concurrency),
+                "-Q",
+                queue,
+                "-l",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"{queue}@%h",
+            ],
+            env=env,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
 
     def wait_ready(self, app, timeout=60):
@@ -83,8 +112,9 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("worker process exited")
-            replies = app.control.ping(destination=[f"{self.queue}@{os.uname().nodename}"],
-                                       timeout=0.5)
+            replies = app.control.ping(
+                destination=[f"{self.queue}@{os.uname().nodename}"], timeout=0.5
+            )
             if replies:
                 return
         raise RuntimeError("worker process did not answer a ping")

@@ -5,6 +5,7 @@ import json
 import time
 
 from celery import shared_task
+from django_redis import get_redis_connection
 
 from django_heimdall import HeimdallTask, RateLimit
 from django_heimdall.conf import heimdall_settings
@@ -13,7 +14,8 @@ from django_heimdall.store import get_store
 
 
 def redis():
-    return get_store().client
+    # Always the shared server, even when a test points HEIMDALL at a private one.
+    return get_redis_connection("default")
 
 
 def record_key(name):
@@ -69,8 +71,12 @@ def unique_raising(self, name):
 def unique_retrying(self, name):
     """Retries twice, checking at every attempt that it still holds its lock."""
     ident = identity(self, self.heimdall_policy, self.request.args, self.request.kwargs)
-    record("unique_retrying", id=self.request.id, retries=self.request.retries,
-           holder=get_store().holder(ident.lock))
+    record(
+        "unique_retrying",
+        id=self.request.id,
+        retries=self.request.retries,
+        holder=get_store().holder(ident.lock),
+    )
     if self.request.retries < 2:
         raise self.retry(countdown=0.1)
     return self.request.retries
@@ -82,8 +88,11 @@ def unique_failing(self, name):
     raise ValueError(f"boom {name}")
 
 
-@shared_task(base=HeimdallTask, bind=True,
-             heimdall={"unique": True, "unique_timeout": 3, "unique_wait_for_expiry": True})
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    heimdall={"unique": True, "unique_timeout": 3, "unique_wait_for_expiry": True},
+)
 def unique_interval(self, name):
     record("unique_interval", id=self.request.id)
     return name
@@ -93,8 +102,12 @@ def unique_interval(self, name):
 def unique_typed(self, when, ident, amount, extra=None):
     """Reports the lock identity the worker computes from the deserialised message."""
     computed = identity(self, self.heimdall_policy, self.request.args, self.request.kwargs)
-    record("unique_typed", id=self.request.id, lock=computed.lock,
-           types=[type(when).__name__, type(ident).__name__, type(amount).__name__])
+    record(
+        "unique_typed",
+        id=self.request.id,
+        lock=computed.lock,
+        types=[type(when).__name__, type(ident).__name__, type(amount).__name__],
+    )
     return computed.lock
 
 
@@ -104,20 +117,32 @@ def plain_record(self, value):
     return value
 
 
-@shared_task(base=HeimdallTask, bind=True, max_retries=0,
-             heimdall={"rate_limit": RateLimit((10, 2))})
+@shared_task(
+    base=HeimdallTask, bind=True, max_retries=0, heimdall={"rate_limit": RateLimit((10, 2))}
+)
 def limited_10_per_2s(self, n):
     """Records its start on the Redis clock and its retry count."""
-    record("limited", id=self.request.id, n=n, t=self.request.heimdall_started_at,
-           now=redis_time_us(), retries=self.request.retries)
+    record(
+        "limited",
+        id=self.request.id,
+        n=n,
+        t=self.request.heimdall_started_at,
+        now=redis_time_us(),
+        retries=self.request.retries,
+    )
     return n
 
 
 @shared_task(base=HeimdallTask, bind=True, heimdall={"rate_limit": "3/s"})
 def limited(self, n):
     """Rate set per test through HEIMDALL['TASKS'] (a settings layer above '3/s')."""
-    record("limited", id=self.request.id, n=n, t=self.request.heimdall_started_at,
-           retries=self.request.retries)
+    record(
+        "limited",
+        id=self.request.id,
+        n=n,
+        t=self.request.heimdall_started_at,
+        retries=self.request.retries,
+    )
     return n
 
 
@@ -126,21 +151,39 @@ def per_customer_rate(key, args):
     return (4, 1) if args[0] == 1 else (1, 1)
 
 
-@shared_task(base=HeimdallTask, bind=True, heimdall={
-    "rate_limit": RateLimit(per_customer_rate),
-    "key": lambda args, kwargs: f"customer-{args[0]}",
-})
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    heimdall={
+        "rate_limit": RateLimit(per_customer_rate),
+        "key": lambda args, kwargs: f"customer-{args[0]}",
+    },
+)
 def limited_per_customer(self, customer, n):
-    record("per_customer", id=self.request.id, customer=customer, n=n,
-           t=self.request.heimdall_started_at)
+    record(
+        "per_customer",
+        id=self.request.id,
+        customer=customer,
+        n=n,
+        t=self.request.heimdall_started_at,
+    )
     return n
 
 
-@shared_task(base=HeimdallTask, bind=True, max_retries=0,
-             heimdall={"unique": True, "rate_limit": RateLimit((1, 1))})
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    max_retries=0,
+    heimdall={"unique": True, "rate_limit": RateLimit((1, 1))},
+)
 def unique_and_limited(self, name):
-    record("unique_and_limited", id=self.request.id, name=name, t=self.request.heimdall_started_at,
-           retries=self.request.retries)
+    record(
+        "unique_and_limited",
+        id=self.request.id,
+        name=name,
+        t=self.request.heimdall_started_at,
+        retries=self.request.retries,
+    )
     return name
 
 
@@ -160,3 +203,8 @@ def configured_in_settings(self, customer, fmt="pdf"):
 def collect(results):
     record("collect", results=results)
     return results
+
+
+def identity_of(task, *args, **kwargs):
+    """The lock identity of one call, as the task computes it."""
+    return identity(task, task.heimdall_policy, args, kwargs).lock

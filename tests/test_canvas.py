@@ -39,8 +39,9 @@ def test_chain_with_free_head_runs_normally():
 def test_group_with_two_identical_signatures_runs_one_and_skips_the_other(open_gate):
     result = group(tasks.unique_blocking.s("g"), tasks.unique_blocking.s("g")).apply_async()
     first, second = result.results
-    wait_until(lambda: first.state == "FAILURE" or second.state == "FAILURE",
-               message="one member skipped")
+    wait_until(
+        lambda: first.state == "FAILURE" or second.state == "FAILURE", message="one member skipped"
+    )
     open_gate("g")
     values = result.get(timeout=20, propagate=False)
     assert sorted(type(v).__name__ for v in values) == ["DuplicateTaskSkipped", "str"]

@@ -67,8 +67,9 @@ def throwaway_task(celery_app, heimdall):
     def run(self, customer, fmt="pdf"):
         return customer
 
-    task = celery_app.task(base=HeimdallTask, bind=True, heimdall=heimdall, name=name,
-                           shared=False, lazy=False)(run)
+    task = celery_app.task(
+        base=HeimdallTask, bind=True, heimdall=heimdall, name=name, shared=False, lazy=False
+    )(run)
     try:
         assert name in celery_app.tasks
         yield task
@@ -207,6 +208,7 @@ def test_unknown_option_in_settings_is_e006(settings, where):
     ("option", "value"),
     [
         ("rate_limit", "10/fortnight"),
+        ("rate_limit", "ten/m"),
         ("rate_limit", "0/s"),
         ("rate_limit", "10"),
         ("rate_limit", (0, 1)),
@@ -236,6 +238,22 @@ def test_invalid_option_value_in_defaults_is_e007(settings):
     msg = the_error(check_settings(), "heimdall.E007")
     assert "HEIMDALL['DEFAULTS']" in msg.msg
     assert "'unique_timeout'" in msg.msg
+
+
+def test_defaults_not_a_dict_is_e005(settings):
+    settings.HEIMDALL = {**settings.HEIMDALL, "DEFAULTS": ["unique"]}
+    assert "HEIMDALL['DEFAULTS']" in the_error(check_settings(), "heimdall.E005").msg
+
+
+def test_unique_on_in_defaults_is_e007(settings):
+    settings.HEIMDALL = {**settings.HEIMDALL, "DEFAULTS": {"unique_on": ["customer"]}}
+    msg = the_error(check_settings(), "heimdall.E007")
+    assert "'unique_on'" in msg.msg
+
+
+def test_cache_alias_that_is_not_a_string_is_e005(settings):
+    settings.HEIMDALL = {**settings.HEIMDALL, "CACHE": ["default"]}
+    assert "HEIMDALL['CACHE']" in the_error(check_settings(), "heimdall.E005").msg
 
 
 def test_task_options_not_a_dict_is_e007(settings):
@@ -311,7 +329,9 @@ def test_decorator_options_are_validated_by_check_tasks(celery_app):
     with throwaway_task(celery_app, heimdall) as task:
         messages = check_tasks()
         assert sorted(m.id for m in messages) == [
-            "heimdall.E006", "heimdall.E007", "heimdall.E007",
+            "heimdall.E006",
+            "heimdall.E007",
+            "heimdall.E007",
         ]
         for check_id, option in [
             ("heimdall.E007", "'unique_timeout'"),

@@ -50,7 +50,9 @@ def test_key_is_namespaced_by_task_name():
 def test_unique_on_keeps_only_the_named_arguments(settings):
     settings.HEIMDALL = {
         **settings.HEIMDALL,
-        "TASKS": {"tests.tasks.configured_in_settings": {"unique": True, "unique_on": ["customer"]}},
+        "TASKS": {
+            "tests.tasks.configured_in_settings": {"unique": True, "unique_on": ["customer"]}
+        },
     }
     task = tasks.configured_in_settings
     assert lock_of(task, 1, fmt="pdf") == lock_of(task, 1, fmt="csv")
@@ -69,8 +71,9 @@ def test_empty_unique_on_means_task_name_only(settings):
 def test_key_option_replaces_the_default_key(settings):
     settings.HEIMDALL = {
         **settings.HEIMDALL,
-        "TASKS": {"tests.tasks.configured_in_settings": {"unique": True,
-                                                         "key": "tests.tasks.report_key"}},
+        "TASKS": {
+            "tests.tasks.configured_in_settings": {"unique": True, "key": "tests.tasks.report_key"}
+        },
     }
     task = tasks.configured_in_settings
     assert lock_of(task, 3, fmt="pdf") == "report-3"
@@ -81,8 +84,11 @@ def test_key_option_replaces_the_default_key(settings):
 def test_datetime_uuid_decimal_survive_the_json_round_trip():
     from kombu.serialization import dumps, loads
 
-    args = (datetime.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc),
-            uuid.UUID(int=7), decimal.Decimal("1.10"))
+    args = (
+        datetime.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc),
+        uuid.UUID(int=7),
+        decimal.Decimal("1.10"),
+    )
     content_type, encoding, body = dumps((args, {"extra": (1, 2)}), serializer="json")
     wire_args, wire_kwargs = loads(body, content_type, encoding)
     assert lock_of(tasks.unique_typed, *args, extra=(1, 2)) == lock_of(

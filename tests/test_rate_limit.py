@@ -30,8 +30,10 @@ def test_max_in_window_counts_what_it_should():
 
 
 def test_limit_is_global_per_task_and_deferred_tasks_all_run(settings):
-    settings.HEIMDALL = {**settings.HEIMDALL,
-                         "TASKS": {"tests.tasks.limited": {"rate_limit": "2/s"}}}
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.limited": {"rate_limit": "2/s"}},
+    }
     results = [tasks.limited.delay(n) for n in range(7)]
     assert sorted(r.get(timeout=60) for r in results) == list(range(7))
 
@@ -43,8 +45,10 @@ def test_limit_is_global_per_task_and_deferred_tasks_all_run(settings):
 
 
 def test_deferral_sends_throttled_signal_and_leaves_task_object_unchanged(settings):
-    settings.HEIMDALL = {**settings.HEIMDALL,
-                         "TASKS": {"tests.tasks.limited": {"rate_limit": "1/s"}}}
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.limited": {"rate_limit": "1/s"}},
+    }
     task = tasks.limited._get_current_object()
     before = {k: v for k, v in vars(task).items() if not k.startswith("_")}
     throttled = []
@@ -78,8 +82,10 @@ def test_key_function_makes_the_limit_per_key_and_callable_sets_it():
 
 
 def test_unique_and_rate_limited_task_runs_exactly_once_after_deferral(settings):
-    settings.HEIMDALL = {**settings.HEIMDALL,
-                         "TASKS": {"tests.tasks.unique_and_limited": {"rate_limit": "1/3s"}}}
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.unique_and_limited": {"rate_limit": "1/3s"}},
+    }
     throttled = []
 
     def receiver(sender, task_id, **kwargs):

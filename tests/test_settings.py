@@ -44,9 +44,7 @@ def test_builtin_defaults_apply_without_any_configuration(task_name):
     assert not policy.active
 
 
-def test_precedence_builtin_defaults_decorator_settings_admin(
-    settings, task_name, override_source
-):
+def test_precedence_builtin_defaults_decorator_settings_admin(settings, task_name, override_source):
     settings.HEIMDALL = {
         **settings.HEIMDALL,
         "DEFAULTS": {
@@ -61,8 +59,12 @@ def test_precedence_builtin_defaults_decorator_settings_admin(
             "tests.tasks.other": {"unique_timeout": 99},
         },
     }
-    decorator = {"unique_timeout": 20, "rate_limit": "2/s", "key": "from-decorator",
-                 "unique": False}
+    decorator = {
+        "unique_timeout": 20,
+        "rate_limit": "2/s",
+        "key": "from-decorator",
+        "unique": False,
+    }
     asked = []
 
     def admin(name):
@@ -134,15 +136,21 @@ def test_settings_of_another_task_do_not_apply(settings, task_name):
 def test_override_settings_reloads_prefix_policy_and_store(settings, task_name, heimdall_prefix):
     first, second = f"{heimdall_prefix}-first", f"{heimdall_prefix}-second"
     settings.HEIMDALL = {
-        **settings.HEIMDALL, "KEY_PREFIX": first, "TASKS": {task_name: {"unique_timeout": 5}},
+        **settings.HEIMDALL,
+        "KEY_PREFIX": first,
+        "TASKS": {task_name: {"unique_timeout": 5}},
     }
     assert first == heimdall_settings.KEY_PREFIX
     assert policies.resolve(task_name).unique_timeout == 5
     assert get_store().prefix == first
 
-    with override_settings(HEIMDALL={
-        **settings.HEIMDALL, "KEY_PREFIX": second, "TASKS": {task_name: {"unique_timeout": 7}},
-    }):
+    with override_settings(
+        HEIMDALL={
+            **settings.HEIMDALL,
+            "KEY_PREFIX": second,
+            "TASKS": {task_name: {"unique_timeout": 7}},
+        }
+    ):
         assert second == heimdall_settings.KEY_PREFIX
         assert policies.resolve(task_name).unique_timeout == 7
         assert get_store().prefix == second
@@ -215,9 +223,29 @@ def test_parse_rate_accepts(text, expected):
 @pytest.mark.parametrize(
     "value",
     [
-        "10", "10/", "0/s", "x/s", "10/fortnight", "ten/m", "-1/s", "10/0s", "", "/s",
-        (0, 1), (1, 0), (True, 1), (1, True), (1.5, 1), (-1, 1), (1, -1), (1, "s"), (1, 2, 3),
-        None, 10,
+        "10",
+        "10/",
+        "0/s",
+        "x/s",
+        "10/fortnight",
+        "ten/m",
+        "-1/s",
+        "10/0s",
+        "",
+        "/s",
+        (0, 1),
+        (1, 0),
+        (True, 1),
+        (1, True),
+        (1.5, 1),
+        (-1, 1),
+        (1, -1),
+        (1, "s"),
+        (1, 2, 3),
+        (1, float("inf")),
+        (1, float("nan")),
+        None,
+        10,
     ],
 )
 def test_parse_rate_rejects(value):
@@ -267,10 +295,14 @@ def recording(seen):
     return {
         "only_args": (only_args, {"args": CALL["args"]}, Rate(4, 1.0)),
         "key_and_kwargs": (
-            key_and_kwargs, {"key": "the-key", "kwargs": CALL["kwargs"]}, Rate(5, 60.0)
+            key_and_kwargs,
+            {"key": "the-key", "kwargs": CALL["kwargs"]},
+            Rate(5, 60.0),
         ),
         "task_with_default": (
-            task_with_default, {"task": CALL["task"], "extra": "unused"}, Rate(1, 1.0)
+            task_with_default,
+            {"task": CALL["task"], "extra": "unused"},
+            Rate(1, 1.0),
         ),
         "everything": (everything, CALL, Rate(2, 10.0)),
         "nothing": (nothing, {}, Rate(6, 1.0)),
@@ -293,7 +325,10 @@ def test_rate_limit_callable_may_return_a_tuple_or_a_string():
     rates = iter([(3, 2), "3/2s", "10/m", Rate(1, 5.0)])
     limit = RateLimit(lambda: next(rates))
     assert [limit.resolve(**CALL) for _ in range(4)] == [
-        Rate(3, 2.0), Rate(3, 2.0), Rate(10, 60.0), Rate(1, 5.0),
+        Rate(3, 2.0),
+        Rate(3, 2.0),
+        Rate(10, 60.0),
+        Rate(1, 5.0),
     ]
 
 
@@ -309,6 +344,14 @@ def test_rate_limit_callable_needing_other_parameters_raises_value_error():
 
     with pytest.raises(ValueError, match="customer"):
         RateLimit(needs_customer)
+
+
+def test_rate_limit_callable_with_positional_only_parameters_raises_value_error():
+    def positional(args, /):
+        return (1, 1)
+
+    with pytest.raises(ValueError, match="positional-only"):
+        RateLimit(positional)
 
 
 def test_rate_limit_callable_needing_other_parameters_is_an_invalid_option(task_name):
@@ -344,7 +387,8 @@ def test_invalid_decorator_option_makes_resolve_raise_improperly_configured(
 
 def test_invalid_settings_option_makes_resolve_raise_improperly_configured(settings, task_name):
     settings.HEIMDALL = {
-        **settings.HEIMDALL, "TASKS": {task_name: {"rate_limit": "nope.missing.func"}},
+        **settings.HEIMDALL,
+        "TASKS": {task_name: {"rate_limit": "nope.missing.func"}},
     }
     with pytest.raises(ImproperlyConfigured) as raised:
         policies.resolve(task_name)
@@ -368,7 +412,8 @@ def test_fixing_an_invalid_option_makes_resolve_work(settings, task_name):
 
 def test_key_in_settings_is_an_imported_dotted_path(settings, task_name):
     settings.HEIMDALL = {
-        **settings.HEIMDALL, "TASKS": {task_name: {"key": "tests.tasks.report_key"}},
+        **settings.HEIMDALL,
+        "TASKS": {task_name: {"key": "tests.tasks.report_key"}},
     }
     policy = policies.resolve(task_name)
     assert policy.key is report_key

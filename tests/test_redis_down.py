@@ -1,0 +1,74 @@
+"""Redis trouble with a real server that is stopped and started again: fail
+closed raises one documented error, fail open proceeds with a warning; scripts
+come back after the restart."""
+
+import logging
+
+import pytest
+
+from django_heimdall import HeimdallUnavailable
+from django_heimdall.store import get_store
+from django_heimdall.testing import EmbeddedRedis
+from tests import tasks
+from tests.conftest import wait_until
+
+
+@pytest.fixture
+def private_redis(settings):
+    """HEIMDALL on a private server that the test may stop (never the shared one)."""
+    server = EmbeddedRedis().start()
+    settings.CACHES = {
+        **settings.CACHES,
+        "private": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        },
+    }
+    shared = settings.HEIMDALL
+    settings.HEIMDALL = {**shared, "CACHE": "private", "UNAVAILABLE_COUNTDOWN": 1}
+    yield server
+    settings.HEIMDALL = shared
+    server.stop()
+
+
+def test_fail_closed_enqueue_raises_and_publishes_nothing(private_redis, caplog):
+    private_redis.stop()
+    with (
+        caplog.at_level(logging.ERROR, logger="django_heimdall"),
+        pytest.raises(HeimdallUnavailable, match="'private' is unreachable"),
+    ):
+        tasks.unique_add.delay(1, 1)
+    assert any("fail closed" in r.getMessage() for r in caplog.records)
+
+    private_redis.start()
+    result = tasks.unique_add.apply_async((1, 1), queue="nobody-listens")
+    # Back up, and the scripts were reloaded into the fresh server (NOSCRIPT recovered).
+    assert get_store().holder(tasks.identity_of(tasks.unique_add, 1, 1)) == result.id
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_fail_open_enqueue_and_start_proceed_with_a_warning(private_redis, settings, caplog):
+    settings.HEIMDALL = {**settings.HEIMDALL, "ON_REDIS_ERROR": "fail_open"}
+    private_redis.stop()
+    with caplog.at_level(logging.WARNING, logger="django_heimdall"):
+        result = tasks.unique_add.delay(5, 5)
+        assert result.get(timeout=30) == 10
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("published without its lock" in m for m in messages)
+    assert any("runs unchecked" in m for m in messages)
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_fail_closed_start_is_deferred_until_redis_returns(private_redis, caplog):
+    result = tasks.unique_add.apply_async((3, 4), countdown=1)
+    private_redis.stop()
+    with caplog.at_level(logging.ERROR, logger="django_heimdall"):
+        wait_until(
+            lambda: any("start deferred" in r.getMessage() for r in caplog.records),
+            message="deferred start",
+        )
+        assert tasks.records("unique_add") == []  # did not run while Redis was down
+        private_redis.start()
+        assert result.get(timeout=30) == 7
+    assert [r["id"] for r in tasks.records("unique_add")] == [result.id]
