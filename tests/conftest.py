@@ -8,6 +8,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 from django_heimdall.store import get_store
+from django_heimdall.testing import EmbeddedRedis
 from tests.celery_app import app as test_app
 
 
@@ -142,3 +143,22 @@ def worker_process(heimdall_prefix, celery_app):
     yield _start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def private_redis(settings):
+    """HEIMDALL on a private server that the test may stop (never the shared one)."""
+    server = EmbeddedRedis().start()
+    settings.CACHES = {
+        **settings.CACHES,
+        "private": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        },
+    }
+    shared = settings.HEIMDALL
+    settings.HEIMDALL = {**shared, "CACHE": "private", "UNAVAILABLE_COUNTDOWN": 1}
+    yield server
+    settings.HEIMDALL = shared
+    server.stop()

@@ -8,28 +8,8 @@ import pytest
 
 from django_heimdall import HeimdallUnavailable
 from django_heimdall.store import get_store
-from django_heimdall.testing import EmbeddedRedis
 from tests import tasks
 from tests.conftest import wait_until
-
-
-@pytest.fixture
-def private_redis(settings):
-    """HEIMDALL on a private server that the test may stop (never the shared one)."""
-    server = EmbeddedRedis().start()
-    settings.CACHES = {
-        **settings.CACHES,
-        "private": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": server.url,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
-        },
-    }
-    shared = settings.HEIMDALL
-    settings.HEIMDALL = {**shared, "CACHE": "private", "UNAVAILABLE_COUNTDOWN": 1}
-    yield server
-    settings.HEIMDALL = shared
-    server.stop()
 
 
 def test_fail_closed_enqueue_raises_and_publishes_nothing(private_redis, caplog):

@@ -1,0 +1,128 @@
+"""The store: one round trip per decision, owner-checked release, key layout."""
+
+import pytest
+import redis
+from django.core.cache import caches
+
+from django_heimdall.ratelimits import Rate
+from django_heimdall.store import ACQUIRED, DUPLICATE, OWNED, STARTED, THROTTLED, get_store
+from tests import tasks
+
+
+class CountingConnection(redis.connection.Connection):
+    """A real connection that counts the requests it writes: one per round trip
+    (a pipeline would be one write)."""
+
+    writes = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.writes += 1
+        return super().send_packed_command(command, check_health)
+
+
+def evalsha_calls(client):
+    return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+@pytest.fixture
+def count_round_trips(private_redis, settings):
+    """Runs a block and returns (round trips to Redis, EVALSHA commands served)."""
+    settings.CACHES["private"]["OPTIONS"]["CONNECTION_POOL_KWARGS"] = {
+        "connection_class": CountingConnection
+    }
+    settings.CACHES = {**settings.CACHES}  # announce the change: clients are rebuilt
+    client = get_store().client
+
+    def run(func):
+        scripts = evalsha_calls(client)
+        writes = CountingConnection.writes
+        func()
+        writes = CountingConnection.writes - writes
+        return writes, evalsha_calls(client) - scripts
+
+    # Load the scripts once, so the counts below are of steady state.
+    store = get_store()
+    store.acquire("warm", "w", 1000, "t")
+    store.start("w", task_name="t", lock="warm", lease_ms=1000, rates=(("warm", Rate(1, 1)),))
+    store.release("warm", "w", "t")
+    return run
+
+
+def test_every_store_decision_is_one_round_trip(count_round_trips):
+    store = get_store()
+    one = (1, 1)
+    assert count_round_trips(lambda: store.acquire("k", "a", 10_000, "t")) == one
+    assert count_round_trips(lambda: store.acquire("k", "b", 10_000, "t")) == one  # duplicate
+    assert (
+        count_round_trips(
+            lambda: store.start(
+                "a", task_name="t", lock="k", lease_ms=10_000, rates=(("r", Rate(5, 1)),)
+            )
+        )
+        == one
+    )
+    assert count_round_trips(lambda: store.release("k", "a", "t")) == one
+
+
+def test_enqueue_and_duplicate_cost_one_round_trip_each(count_round_trips):
+    broker = tasks.redis()  # the broker is the shared server, heimdall the private one
+    queue = f"{get_store().prefix}-unconsumed"
+    try:
+        first = {}
+        assert count_round_trips(
+            lambda: first.setdefault("r", tasks.unique_add.apply_async((1,), queue=queue))
+        ) == (1, 1)
+        dup = {}
+        assert count_round_trips(
+            lambda: dup.setdefault("r", tasks.unique_add.apply_async((1,), queue=queue))
+        ) == (1, 1)
+        assert dup["r"].id == first["r"].id
+        assert broker.llen(queue) == 1
+    finally:
+        broker.delete(queue)
+
+
+def test_acquire_reports_owner_and_duplicates():
+    store = get_store()
+    assert store.acquire("k", "a", 10_000, "t").status == ACQUIRED
+    assert store.acquire("k", "a", 10_000, "t").status == OWNED
+    dup = store.acquire("k", "b", 10_000, "t")
+    assert (dup.status, dup.holder) == (DUPLICATE, "a")
+    assert 9 < dup.expires_in <= 10
+
+
+def test_release_is_compare_and_delete():
+    store = get_store()
+    store.acquire("k", "a", 10_000, "t")
+    assert store.release("k", "b", "t") is False
+    assert store.holder("k") == "a"
+    assert store.release("k", "a", "t") is True
+    assert store.holder("k") is None
+    assert store.release("k", "a", "t") is False
+
+
+def test_start_duplicate_changes_nothing_and_throttle_counts_nothing():
+    store = get_store()
+    rate = (("r", Rate(1, 60)),)
+    store.acquire("k", "a", 10_000, "t")
+    dup = store.start("b", task_name="t", lock="k", lease_ms=10_000, rates=rate)
+    assert (dup.status, dup.holder) == (DUPLICATE, "a")
+    assert store.start("a", task_name="t", lock="k", lease_ms=10_000, rates=rate).status == STARTED
+    throttled = store.start("c", task_name="t", lock="k2", lease_ms=10_000, rates=rate)
+    assert throttled.status == THROTTLED
+    assert 59 < throttled.wait <= 60
+    assert store.holder("k2") == "c"  # the deferred task keeps its lock
+    assert store.client.llen(store.rate_key("r")) == 1  # the throttled start was not counted
+
+
+def test_keys_never_collide_with_django_cache_keys(settings):
+    settings.CACHES["default"]["KEY_PREFIX"] = get_store().prefix
+    cache = caches["default"]
+    store = get_store()
+    store.acquire("report", "a", 10_000, "t")
+    cache.set("lock:report", "cache value")
+    cache_key = cache.make_key("lock:report")
+    assert cache_key != store.lock_key("report")
+    assert store.holder("report") == "a"
+    assert cache.get("lock:report") == "cache value"
+    store.client.delete(cache_key)
