@@ -63,19 +63,17 @@ class HeimdallTask(Task):
         **options,
     ):
         policy = self.heimdall_policy
-        publish = super().apply_async
         if not policy.unique:
-            return publish(
-                args,
-                kwargs,
-                task_id=task_id,
-                producer=producer,
-                link=link,
-                link_error=link_error,
-                shadow=shadow,
-                **options,
+            return super().apply_async(
+                args, kwargs, task_id, producer, link, link_error, shadow, **options
             )
         task_id = task_id or uuid()
+
+        def publish():
+            return super(HeimdallTask, self).apply_async(
+                args, kwargs, task_id, producer, link, link_error, shadow, **options
+            )
+
         ident = keys.identity(self, policy, args, kwargs)
         store = get_store()
         try:
@@ -92,23 +90,11 @@ class HeimdallTask(Task):
                 logger.error("%s[%s] not published: %s (fail closed)", self.name, task_id, exc)
                 raise
             # Fail open, or a retry re-sending itself: its start check decides later.
+            reason = "fail open" if heimdall_settings.fail_open else "retry"
             logger.warning(
-                "%s[%s] published without its lock: %s (%s)",
-                self.name,
-                task_id,
-                exc,
-                "fail open" if heimdall_settings.fail_open else "retry",
+                "%s[%s] published without its lock: %s (%s)", self.name, task_id, exc, reason
             )
-            return publish(
-                args,
-                kwargs,
-                task_id=task_id,
-                producer=producer,
-                link=link,
-                link_error=link_error,
-                shadow=shadow,
-                **options,
-            )
+            return publish()
 
         if taken.status == DUPLICATE:
             signals.duplicate_blocked.send(
@@ -134,16 +120,7 @@ class HeimdallTask(Task):
             signals.lock_acquired.send(sender=self, task_id=task_id, key=ident.lock)
 
         try:
-            return publish(
-                args,
-                kwargs,
-                task_id=task_id,
-                producer=producer,
-                link=link,
-                link_error=link_error,
-                shadow=shadow,
-                **options,
-            )
+            return publish()
         except BaseException:
             if taken.status == ACQUIRED:
                 self._heimdall_release(store, ident.lock, task_id)

@@ -1,5 +1,7 @@
 """The store: one round trip per decision, owner-checked release, key layout."""
 
+import time
+
 import pytest
 import redis
 from django.core.cache import caches
@@ -126,3 +128,13 @@ def test_keys_never_collide_with_django_cache_keys(settings):
     assert store.holder("report") == "a"
     assert cache.get("lock:report") == "cache value"
     store.client.delete(cache_key)
+
+
+def test_lock_index_forgets_expired_locks():
+    store = get_store()
+    store.acquire("short", "a", 1, "t")  # 1 ms lease
+    time.sleep(0.01)
+    store.client.zadd(store.index_key("t"), {"stale-member": 1})
+    store.acquire("long", "b", 10_000, "t")
+    members = {m.decode() for m in store.client.zrange(store.index_key("t"), 0, -1)}
+    assert members == {store.lock_key("long")}

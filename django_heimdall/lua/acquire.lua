@@ -20,6 +20,8 @@ else
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'task', ARGV[4], 'phase', 'queued',
     'since', string.format('%d', now_ms), 'args', ARGV[5])
   redis.call('SADD', KEYS[3], ARGV[4])
+  -- Forget index entries of locks whose lease ran out (crashed holders).
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now_ms))
 end
 redis.call('PEXPIRE', KEYS[1], lease)
 redis.call('ZADD', KEYS[2], string.format('%d', now_ms + lease), KEYS[1])

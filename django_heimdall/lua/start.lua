@@ -27,6 +27,7 @@ if unique then
     redis.call('HSET', KEYS[1], 'owner', owner, 'task', ARGV[5], 'phase', 'queued',
       'since', string.format('%d', now_ms), 'args', ARGV[6])
     redis.call('SADD', KEYS[3], ARGV[5])
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now_ms))
     redis.call('PEXPIRE', KEYS[1], lease)
     redis.call('ZADD', KEYS[2], string.format('%d', now_ms + lease), KEYS[1])
   end
