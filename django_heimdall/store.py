@@ -7,6 +7,8 @@ all go through :func:`get_store`.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from importlib import resources
 from typing import Any, NamedTuple
@@ -34,6 +36,7 @@ _SCRIPTS = {
     name: resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
     for name in ("acquire", "release", "start")
 }
+_SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SCRIPTS.items()}
 
 
 class Acquire(NamedTuple):
@@ -60,7 +63,7 @@ class Store:
         self.alias = alias
         self.prefix = prefix
         self._client: Any = None
-        self._scripts: dict[str, Any] = {}
+        self._local = threading.local()
 
     # Key layout. Django cache keys look like "<prefix>:<version>:<key>", with an
     # integer version; ours never have an integer in the second place.
@@ -83,19 +86,44 @@ class Store:
         if self._client is None:
             from django_redis import get_redis_connection
 
-            client = get_redis_connection(self.alias, write=True)
-            self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS.items()}
-            self._client = client
+            self._client = get_redis_connection(self.alias, write=True)
         return self._client
 
+    def _connection(self) -> Any:
+        # Decisions sit on the enqueue and start hot paths: each thread keeps one
+        # connection of the client's pool instead of checking one out per call.
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            pool = self.client.connection_pool
+            try:
+                local.conn = pool.get_connection()
+            except TypeError:  # redis-py < 5.3 wants a command name
+                local.conn = pool.get_connection("EVALSHA")
+            local.pid = os.getpid()
+        return local.conn
+
     def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        try:
-            client = self.client
-            return self._scripts[name](keys=keys, args=args, client=client)
-        except UNAVAILABLE_ERRORS as exc:
-            raise HeimdallUnavailable(
-                f"Redis of cache alias {self.alias!r} is unreachable: {exc}"
-            ) from exc
+        """Run script ``name``: one EVALSHA, or EVAL after a Redis restart or
+        SCRIPT FLUSH (which also reloads it). A connection found broken (e.g. the
+        server restarted since its last use) is replaced once."""
+        for attempt in (1, 2):
+            try:
+                conn = self._connection()
+                try:
+                    conn.send_command("EVALSHA", _SHAS[name], len(keys), *keys, *args)
+                    return conn.read_response()
+                except redis_errors.NoScriptError:
+                    conn.send_command("EVAL", _SCRIPTS[name], len(keys), *keys, *args)
+                    return conn.read_response()
+            except UNAVAILABLE_ERRORS as exc:
+                conn = getattr(self._local, "conn", None)
+                if conn is not None:
+                    conn.disconnect()  # reconnects on next use
+                if attempt == 2:
+                    raise HeimdallUnavailable(
+                        f"Redis of cache alias {self.alias!r} is unreachable: {exc}"
+                    ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def acquire(
         self,

@@ -103,7 +103,7 @@ class HeimdallTask(Task):
             if policy.unique_raises:
                 raise AlreadyQueuedError(taken.holder, taken.expires_in)
             if not (link or link_error or any(options.get(o) for o in _CANVAS_OPTIONS)):
-                logger.info("%s: duplicate of %s not published", self.name, taken.holder)
+                logger.debug("%s: duplicate of %s not published", self.name, taken.holder)
                 return self.AsyncResult(taken.holder)
             # Part of a canvas: returning another task's result would lose this
             # task's callbacks or leave its group waiting. Publish it; the start
