@@ -34,7 +34,7 @@ UNAVAILABLE_ERRORS = (
 
 _SCRIPTS = {
     name: resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
-    for name in ("acquire", "release", "start")
+    for name in ("acquire", "release", "renew", "start")
 }
 _SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SCRIPTS.items()}
 
@@ -178,6 +178,14 @@ class Store:
         """Delete the lock of ``identity`` if ``owner`` still holds it."""
         return bool(
             self._call("release", [self.lock_key(identity), self.index_key(task_name)], [owner])
+        )
+
+    def renew(self, identity: str, owner: str, lease_ms: int, task_name: str) -> bool:
+        """Extend the lease of ``identity`` if ``owner`` still holds it."""
+        return bool(
+            self._call(
+                "renew", [self.lock_key(identity), self.index_key(task_name)], [owner, lease_ms]
+            )
         )
 
     def holder(self, identity: str) -> str | None:

@@ -11,9 +11,10 @@ import logging
 import random
 from typing import Any
 
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task
 from celery.exceptions import Ignore, Retry
-from celery.signals import task_revoked
+from celery.signals import task_failure, task_revoked
 from kombu.utils.uuid import uuid
 
 from . import keys, policies, signals
@@ -185,6 +186,7 @@ class HeimdallTask(Task):
 
         # When the start was admitted, on the Redis clock (µs since the epoch).
         request.heimdall_started_at = decision.now_us
+        request.heimdall_lock = lock
         keep = lock is None or policy.unique_wait_for_expiry
         try:
             return self.run(*args, **kwargs)
@@ -194,6 +196,20 @@ class HeimdallTask(Task):
         finally:
             if not keep:
                 self._heimdall_release(store, lock, request.id)
+
+    def heimdall_heartbeat(self) -> bool:
+        """Renew the running task's lock for another ``unique_timeout``.
+
+        Call it from a long task body so that the lease, and with it the time a
+        crashed worker blocks the task, can be short. Returns ``False`` when the
+        lock is no longer this task's (its lease ran out and another copy took it).
+        """
+        request = self.request
+        lock = getattr(request, "heimdall_lock", None)
+        if lock is None:
+            return False
+        policy = self.heimdall_policy
+        return get_store().renew(lock, request.id, policy.unique_timeout_ms, self.name)
 
     # -- helpers -----------------------------------------------------------------
 
@@ -235,19 +251,37 @@ def _max_countdown(app: Any) -> float:
     return cap
 
 
-@task_revoked.connect(weak=False)
-def _release_revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
-    """A task discarded by the worker (revoked, expired) gives its lock back."""
-    if not isinstance(sender, HeimdallTask) or request is None:
-        return
-    policy = sender.heimdall_policy
+def _release_discarded(task: Any, task_id: str, args: Any, kwargs: Any) -> None:
+    policy = task.heimdall_policy
     if not policy.unique:
         return
     try:
-        ident = keys.identity(sender, policy, request.args, request.kwargs)
+        ident = keys.identity(task, policy, args, kwargs)
     except Exception:
-        logger.exception(
-            "%s[%s] revoked; its lock key could not be computed", sender.name, request.id
-        )
+        logger.exception("%s[%s] ended; its lock key could not be computed", task.name, task_id)
         return
-    sender._heimdall_release(get_store(), ident.lock, request.id)
+    task._heimdall_release(get_store(), ident.lock, task_id)
+
+
+@task_revoked.connect(weak=False)
+def _release_revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
+    """A task discarded by the worker (revoked, expired) gives its lock back."""
+    if isinstance(sender, HeimdallTask) and request is not None:
+        _release_discarded(sender, request.id, request.args, request.kwargs)
+
+
+@task_failure.connect(weak=False)
+def _release_lost(
+    sender: Any = None,
+    task_id: Any = None,
+    exception: Any = None,
+    args: Any = None,
+    kwargs: Any = None,
+    **extra: Any,
+) -> None:
+    """A task whose process died (killed, out of memory, hard time limit) and that
+    will not be redelivered gives its lock back at once instead of after its lease."""
+    if isinstance(sender, HeimdallTask) and isinstance(
+        exception, (WorkerLostError, TimeLimitExceeded)
+    ):
+        _release_discarded(sender, task_id, args, kwargs)

@@ -208,3 +208,28 @@ def collect(results):
 def identity_of(task, *args, **kwargs):
     """The lock identity of one call, as the task computes it."""
     return identity(task, task.heimdall_policy, args, kwargs).lock
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True})
+def unique_heartbeat(self, name, beats=6):
+    """Outlives its (short) lease by renewing it, recording the holder each time."""
+    for _ in range(beats):
+        renewed = self.heimdall_heartbeat()
+        record(
+            "unique_heartbeat",
+            renewed=renewed,
+            holder=get_store().holder(identity_of(self, name, beats=beats)),
+            id=self.request.id,
+        )
+        time.sleep(0.4)
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True})
+def unique_crashing(self, name):
+    """Kills its own worker process (only ever run on a prefork worker process)."""
+    import os
+    import signal
+
+    record("unique_crashing", id=self.request.id, pid=os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)

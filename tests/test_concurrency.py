@@ -5,7 +5,12 @@ import math
 import multiprocessing
 import os
 
+import pytest
+from billiard.exceptions import WorkerLostError
+
+from django_heimdall.store import get_store
 from tests import tasks
+from tests.conftest import wait_until
 from tests.test_rate_limit import max_in_window
 
 PROCESSES = 8
@@ -100,3 +105,14 @@ def test_prefork_worker_keeps_the_window_and_runs_each_task_once(worker_process)
     assert max_in_window([r["t"] for r in runs], 2_000_000) <= 10
     assert all(r["now"] >= r["t"] for r in runs)  # admission precedes the body
     assert {r["retries"] for r in runs} == {0}  # deferrals left request.retries alone
+
+
+def test_killed_worker_process_gives_its_lock_back(worker_process):
+    worker = worker_process(pool="prefork", concurrency=1)
+    result = tasks.unique_crashing.apply_async(("boom",), queue=worker.queue)
+    lock = tasks.identity_of(tasks.unique_crashing, "boom")
+    with pytest.raises(WorkerLostError):
+        result.get(timeout=60)
+    # Released by the worker's main process, long before the 3600 s lease ends.
+    wait_until(lambda: get_store().holder(lock) is None, message="release of a lost task")
+    assert len(tasks.records("unique_crashing")) == 1

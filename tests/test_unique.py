@@ -224,3 +224,20 @@ def test_recovers_from_script_flush(redis_client):
     assert tasks.unique_add.delay(1, 1).get(timeout=20) == 2
     redis_client.script_flush()
     assert tasks.unique_add.delay(1, 2).get(timeout=20) == 3
+
+
+def test_heartbeat_keeps_a_short_lease_alive(settings):
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.unique_heartbeat": {"unique_timeout": 1}},
+    }
+    result = tasks.unique_heartbeat.delay("hb")
+    assert result.get(timeout=30) == "hb"
+    beats = tasks.records("unique_heartbeat")
+    assert len(beats) == 6  # 2.4 s of work under a 1 s lease
+    assert all(b["renewed"] and b["holder"] == result.id for b in beats)
+    wait_until(lambda: holder_of(tasks.unique_heartbeat, "hb", beats=6) is None, message="release")
+
+
+def test_heartbeat_outside_a_worker_renews_nothing():
+    assert tasks.unique_heartbeat.heimdall_heartbeat() is False
