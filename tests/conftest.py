@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django_redis import get_redis_connection
 
 from django_heimdall.store import get_store
 from django_heimdall.testing import EmbeddedRedis
@@ -19,10 +20,15 @@ def heimdall_prefix(settings):
     prefix = f"ht-{uuid.uuid4().hex[:12]}"
     settings.HEIMDALL = {**settings.HEIMDALL, "KEY_PREFIX": prefix}
     yield prefix
-    client = get_store().client
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    delete_matching(get_redis_connection("default"), f"{prefix}*", f"_kombu.binding*.{prefix}*")
+
+
+def delete_matching(client, *patterns):
+    """Delete the keys matching ``patterns`` (SCAN, never KEYS or FLUSHDB)."""
+    for pattern in patterns:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.fixture
@@ -47,6 +53,8 @@ def celery_worker(celery_app):
         shutdown_timeout=30,
     ) as worker:
         yield worker
+    queue = celery_app.conf.task_default_queue
+    delete_matching(get_redis_connection("default"), queue, f"_kombu.binding*.{queue}")
 
 
 @pytest.fixture

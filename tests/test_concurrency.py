@@ -56,14 +56,22 @@ def _hammer(prefix, seconds, times, per, barrier, out):
     out.put((admitted, first, last))
 
 
-def _spawn(target, *args):
-    """Run ``target(*args, barrier, out)`` in PROCESSES spawned processes that start
-    their work together; return what each put on ``out``."""
+def _spawn(target, prefix, *args):
+    """Run ``target(prefix, *args, barrier, out)`` in PROCESSES spawned processes that
+    start their work together; return what each put on ``out``."""
+    # Children may load the settings while unpickling ``target``: give them the
+    # test's key prefix through the environment they start with.
+    os.environ["HEIMDALL_TEST_PREFIX"] = prefix
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(PROCESSES), ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*args, barrier, out)) for _ in range(PROCESSES)]
-    for proc in procs:
-        proc.start()
+    procs = [
+        ctx.Process(target=target, args=(prefix, *args, barrier, out)) for _ in range(PROCESSES)
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+    finally:
+        del os.environ["HEIMDALL_TEST_PREFIX"]
     reports = [out.get(timeout=120) for _ in procs]
     for proc in procs:
         proc.join(30)
