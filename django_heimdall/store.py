@@ -77,8 +77,23 @@ class Store:
     def tasks_key(self) -> str:
         return f"{self.prefix}:tasks"
 
+    def owner_key(self, task_id: str) -> str:
+        return f"{self.prefix}:owner:{task_id}"
+
     def rate_key(self, identity: str) -> str:
         return f"{self.prefix}:rate:{identity}"
+
+    @property
+    def rates_key(self) -> str:
+        return f"{self.prefix}:rates"
+
+    def _lock_keys(self, identity: str, task_name: str, owner: str) -> list[str]:
+        return [
+            self.lock_key(identity),
+            self.index_key(task_name),
+            self.tasks_key,
+            self.owner_key(owner),
+        ]
 
     @property
     def client(self) -> Any:
@@ -137,7 +152,7 @@ class Store:
         """Take the lock of ``identity`` for ``owner``, or report its holder."""
         status, holder, pttl = self._call(
             "acquire",
-            [self.lock_key(identity), self.index_key(task_name), self.tasks_key],
+            self._lock_keys(identity, task_name, owner),
             [owner, lease_ms, "1" if renew else "0", task_name, preview],
         )
         return Acquire(status, _text(holder), max(0, pttl) / 1000)
@@ -157,7 +172,9 @@ class Store:
         and count one start against every ``(identity, rate)`` in ``rates``."""
         keys: list[str] = []
         if lock is not None:
-            keys += [self.lock_key(lock), self.index_key(task_name), self.tasks_key]
+            keys += self._lock_keys(lock, task_name, owner)
+        if rates:
+            keys.append(self.rates_key)
         args: list[Any] = [
             "1" if lock is not None else "0",
             owner,
@@ -168,7 +185,7 @@ class Store:
         ]
         for identity, rate in rates:
             keys.append(self.rate_key(identity))
-            args += [rate.times, int(rate.per * 1_000_000)]
+            args += [rate.times, int(rate.per * 1_000_000), identity]
         status, holder, wait, now = self._call("start", keys, args)
         if status == DUPLICATE:
             wait = max(0, wait) * 1000  # PTTL in ms -> µs
@@ -177,14 +194,20 @@ class Store:
     def release(self, identity: str, owner: str, task_name: str) -> bool:
         """Delete the lock of ``identity`` if ``owner`` still holds it."""
         return bool(
-            self._call("release", [self.lock_key(identity), self.index_key(task_name)], [owner])
+            self._call(
+                "release",
+                [self.lock_key(identity), self.index_key(task_name), self.owner_key(owner)],
+                [owner],
+            )
         )
 
     def renew(self, identity: str, owner: str, lease_ms: int, task_name: str) -> bool:
         """Extend the lease of ``identity`` if ``owner`` still holds it."""
         return bool(
             self._call(
-                "renew", [self.lock_key(identity), self.index_key(task_name)], [owner, lease_ms]
+                "renew",
+                [self.lock_key(identity), self.index_key(task_name), self.owner_key(owner)],
+                [owner, lease_ms],
             )
         )
 

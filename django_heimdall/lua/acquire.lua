@@ -1,5 +1,6 @@
 -- Take a unique lock at enqueue.
--- KEYS[1] lock hash   KEYS[2] per-task lock index (zset)   KEYS[3] set of task names
+-- KEYS[1] lock hash   KEYS[2] per-task lock index (zset: lease end ms -> lock key)
+-- KEYS[3] set of task names   KEYS[4] owner pointer (task id -> lock key)
 -- ARGV[1] owner task id   ARGV[2] lease ms   ARGV[3] "1" to renew an owned lease
 -- ARGV[4] task name   ARGV[5] argument preview
 -- Returns {status, holder, ms left}: status 1 = taken now, 2 = already held by
@@ -24,5 +25,6 @@ else
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now_ms))
 end
 redis.call('PEXPIRE', KEYS[1], lease)
+redis.call('SET', KEYS[4], KEYS[1], 'PX', lease)
 redis.call('ZADD', KEYS[2], string.format('%d', now_ms + lease), KEYS[1])
 return {holder and 2 or 1, ARGV[1], lease}

@@ -1,14 +1,15 @@
 -- Decide whether a task may start now: unique check, then every rate limit.
--- KEYS: when ARGV[1] == "1": lock hash, per-task lock index, set of task names,
---       then one sliding-window log (list, newest first) per rate limit;
---       otherwise only the rate-limit logs.
+-- KEYS: when ARGV[1] == "1", first the lock hash, the per-task lock index, the set
+--       of task names and the owner pointer; then, when there are rate limits,
+--       the registry of rate keys (hash) and one sliding-window log per limit
+--       (a list of start times in µs, newest first, capped at `times` entries).
 -- ARGV[1] "1" if the task is unique   ARGV[2] task id   ARGV[3] lease ms
 -- ARGV[4] "1" to renew the lease when the task starts   ARGV[5] task name
--- ARGV[6] argument preview   then per rate limit: times, window µs
+-- ARGV[6] argument preview   then per rate limit: times, window µs, identity
 -- Returns {status, holder, wait µs, now µs}: status 1 = start (the lock is ours
 -- and the start was counted in every window), 0 = duplicate (another task holds
--- the lock; nothing changed), 2 = over a rate limit, retry after wait µs (the
--- lock, if any, is kept for this task; nothing was counted).
+-- the lock, wait = its ms left; nothing changed), 2 = over a rate limit, retry
+-- after wait µs (the lock, if any, is kept for this task; nothing was counted).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now / 1000)
@@ -17,7 +18,7 @@ local owner = ARGV[2]
 local lease = tonumber(ARGV[3])
 local first = 1
 if unique then
-  first = 4
+  first = 5
   local holder = redis.call('HGET', KEYS[1], 'owner')
   if holder and holder ~= owner then
     return {0, holder, redis.call('PTTL', KEYS[1]), now}
@@ -29,12 +30,13 @@ if unique then
     redis.call('SADD', KEYS[3], ARGV[5])
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now_ms))
     redis.call('PEXPIRE', KEYS[1], lease)
+    redis.call('SET', KEYS[4], KEYS[1], 'PX', lease)
     redis.call('ZADD', KEYS[2], string.format('%d', now_ms + lease), KEYS[1])
   end
 end
 local wait = 0
-for i = first, #KEYS do
-  local arg = 7 + (i - first) * 2
+for i = first + 1, #KEYS do
+  local arg = 7 + (i - first - 1) * 3
   local times = tonumber(ARGV[arg])
   local window = tonumber(ARGV[arg + 1])
   -- The times-th most recent start must lie a whole window in the past.
@@ -48,16 +50,19 @@ if wait > 0 then
   return {2, owner, wait, now}
 end
 local stamp = string.format('%d', now)
-for i = first, #KEYS do
-  local arg = 7 + (i - first) * 2
+for i = first + 1, #KEYS do
+  local arg = 7 + (i - first - 1) * 3
   redis.call('LPUSH', KEYS[i], stamp)
   redis.call('LTRIM', KEYS[i], 0, tonumber(ARGV[arg]) - 1)
   redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[arg + 1]) / 1000))
+  redis.call('HSET', KEYS[first], ARGV[arg + 2],
+    ARGV[5] .. '\t' .. ARGV[arg] .. '\t' .. ARGV[arg + 1])
 end
 if unique then
   redis.call('HSET', KEYS[1], 'phase', 'running')
   if ARGV[4] == '1' then
     redis.call('PEXPIRE', KEYS[1], lease)
+    redis.call('PEXPIRE', KEYS[4], lease)
     redis.call('ZADD', KEYS[2], string.format('%d', now_ms + lease), KEYS[1])
   end
 end
