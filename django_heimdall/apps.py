@@ -10,3 +10,7 @@ class HeimdallConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from .overrides import source
+        from .policies import set_override_source
+
+        set_override_source(source)

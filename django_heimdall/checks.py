@@ -136,6 +136,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         ("DEFER_MAX_COUNTDOWN", False),
         ("DEFER_JITTER", True),
         ("UNAVAILABLE_COUNTDOWN", False),
+        ("OVERRIDES_REFRESH", False),
     ):
         if not _positive(name, values[name], allow_zero):
             errors.append(

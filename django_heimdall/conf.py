@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "DEFER_JITTER": 0.5,
     # Countdown of a start deferred because Redis was down (fail closed), seconds.
     "UNAVAILABLE_COUNTDOWN": 5.0,
+    # How often each process looks for changed admin overrides, seconds: a change
+    # made in the admin reaches every worker within this time.
+    "OVERRIDES_REFRESH": 2.0,
 }
 
 _reload_hooks: list[Callable[[], None]] = []

@@ -198,7 +198,8 @@ class Policy:
 
 
 # The admin's override layer plugs in here: a callable(task_name) -> {option: value}
-# of enabled overrides, values already parsed. None means no such layer.
+# of enabled overrides, values already parsed; if it has a ``refresh()`` method,
+# that is called first and returns True when the overrides changed.
 _override_source: Callable[[str], Mapping[str, Any]] | None = None
 _cache: dict[str, tuple[Any, Policy]] = {}
 _lock = threading.Lock()
@@ -219,7 +220,10 @@ def clear_cache() -> None:
 
 
 def resolve(task_name: str, decorator_options: Mapping[str, Any] | None = None) -> Policy:
-    """The effective policy of ``task_name``; cached until settings change."""
+    """The effective policy of ``task_name``; cached until settings or overrides change."""
+    refresh = getattr(_override_source, "refresh", None)
+    if refresh is not None and refresh():
+        clear_cache()
     cached = _cache.get(task_name)
     if cached is not None and cached[0] is decorator_options:
         return cached[1]

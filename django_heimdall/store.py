@@ -7,9 +7,13 @@ all go through :func:`get_store`.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
+import json
 import os
 import threading
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -34,7 +38,7 @@ UNAVAILABLE_ERRORS = (
 
 _SCRIPTS = {
     name: resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
-    for name in ("acquire", "release", "renew", "start")
+    for name in ("acquire", "locks_page", "release", "release_task", "renew", "start")
 }
 _SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SCRIPTS.items()}
 
@@ -56,7 +60,197 @@ class Start(NamedTuple):
     now_us: int  # the Redis clock when the decision was taken
 
 
-class Store:
+class LockInfo(NamedTuple):
+    """A held lock, as the admin and the command show it."""
+
+    identity: str
+    owner: str
+    task: str
+    phase: str  # "queued" or "running"
+    since: datetime.datetime
+    args: str
+    expires_in: float  # seconds
+
+
+class LockPage(NamedTuple):
+    total: int
+    locks: list[LockInfo]
+
+
+class RateWindow(NamedTuple):
+    """The state of one rate-limit key on the Redis clock."""
+
+    identity: str
+    task: str
+    times: int
+    per: float  # seconds
+    starts: int  # starts counted in the window that ends now
+    next_slot_in: float  # seconds until another start is allowed (0: now)
+
+
+def _ms_to_datetime(ms: Any) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(int(ms) / 1000, tz=datetime.timezone.utc)
+
+
+class _Admin:
+    """Reads and bulk operations for the admin and the management command (not
+    on any task's hot path; several round trips are fine here)."""
+
+    @contextlib.contextmanager
+    def _unavailable(self: Any) -> Iterator[None]:
+        try:
+            yield
+        except UNAVAILABLE_ERRORS as exc:
+            raise HeimdallUnavailable(
+                f"Redis of cache alias {self.alias!r} is unreachable: {exc}"
+            ) from exc
+
+    def now_ms(self: Any) -> int:
+        """The Redis clock, in ms."""
+        with self._unavailable():
+            sec, usec = self.client.time()
+        return sec * 1000 + usec // 1000
+
+    def task_names(self: Any) -> list[str]:
+        """Every task that has taken a lock under this prefix."""
+        with self._unavailable():
+            return sorted(_text(name) for name in self.client.smembers(self.tasks_key))
+
+    def lock_counts(self: Any, tasks: list[str]) -> dict[str, int]:
+        """Live locks per task."""
+        now = self.now_ms()
+        with self._unavailable():
+            pipe = self.client.pipeline(transaction=False)
+            for task in tasks:
+                pipe.zcount(self.index_key(task), f"({now}", "+inf")
+            return dict(zip(tasks, pipe.execute(), strict=True))
+
+    def locks_page(self: Any, tasks: list[str], offset: int, limit: int) -> LockPage:
+        """Live locks of ``tasks`` (in that order, then by lease end), one page."""
+        if not tasks:
+            return LockPage(0, [])
+        keys = [self.index_key(task) for task in tasks]
+        _now, total, rows = self._call("locks_page", keys, [offset, limit])
+        return LockPage(total, [self._lock_info(row[0], *row[1:]) for row in rows])
+
+    def _lock_info(
+        self: Any, key: Any, owner: Any, task: Any, phase: Any, since: Any, args: Any, pttl: Any
+    ) -> LockInfo:
+        lock_prefix = f"{self.prefix}:lock:"
+        return LockInfo(
+            identity=_text(key)[len(lock_prefix) :],
+            owner=_text(owner),
+            task=_text(task),
+            phase=_text(phase),
+            since=_ms_to_datetime(_text(since) or 0),
+            args=_text(args) or "",
+            expires_in=max(0, int(pttl)) / 1000,
+        )
+
+    def lock_info(self: Any, identity: str) -> LockInfo | None:
+        """The lock of ``identity``, if it is held."""
+        key = self.lock_key(identity)
+        with self._unavailable():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(key, "owner", "task", "phase", "since", "args")
+            pipe.pttl(key)
+            fields, pttl = pipe.execute()
+        if fields[0] is None:
+            return None
+        return self._lock_info(key, *fields, pttl)
+
+    def lock_by_owner(self: Any, task_id: str) -> LockInfo | None:
+        """The lock held by task ``task_id``, if any."""
+        with self._unavailable():
+            key = self.client.get(self.owner_key(task_id))
+        if key is None:
+            return None
+        info = self.lock_info(_text(key)[len(f"{self.prefix}:lock:") :])
+        return info if info is not None and info.owner == task_id else None
+
+    def release_task(self: Any, task_name: str, cutoff_ms: int, batch: int = 1000) -> int:
+        """Release every lock of ``task_name`` taken at or before ``cutoff_ms``
+        (Redis clock), in batches so that Redis is never blocked for long."""
+        released, rank = 0, 0
+        args_tail = [batch, f"{self.prefix}:owner:"]
+        while True:
+            done, kept, seen = self._call(
+                "release_task", [self.index_key(task_name)], [cutoff_ms, rank, *args_tail]
+            )
+            released += done
+            rank += kept
+            if seen < batch:
+                return released
+
+    def rate_windows(self: Any) -> list[RateWindow]:
+        """Every rate-limit key in use, with its current window."""
+        with self._unavailable():
+            registry = {_text(k): _text(v) for k, v in self.client.hgetall(self.rates_key).items()}
+            identities = sorted(registry)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.time()
+            for identity in identities:
+                pipe.lrange(self.rate_key(identity), 0, -1)
+            (sec, usec), *logs = pipe.execute()
+        now = sec * 1_000_000 + usec
+        windows, gone = [], []
+        for identity, log in zip(identities, logs, strict=True):
+            task, times, window = registry[identity].split("\t")
+            stamps = [int(stamp) for stamp in log]
+            if not stamps:
+                gone.append(identity)
+                continue
+            times, window = int(times), int(window)
+            starts = sum(1 for stamp in stamps if stamp > now - window)
+            oldest = stamps[times - 1] if len(stamps) >= times else None
+            wait = max(0, oldest + window - now) if oldest is not None else 0
+            windows.append(RateWindow(identity, task, times, window / 1e6, starts, wait / 1e6))
+        if gone:
+            with self._unavailable():
+                self.client.hdel(self.rates_key, *gone)
+        return windows
+
+    def reset_rate(self: Any, identity: str) -> bool:
+        """Forget the starts counted for ``identity``: its window is empty again."""
+        with self._unavailable():
+            return bool(self.client.delete(self.rate_key(identity)))
+
+    # The admin's policy overrides, published for every process to read.
+    @property
+    def overrides_key(self: Any) -> str:
+        return f"{self.prefix}:overrides"
+
+    def publish_overrides(self: Any, overrides: dict[str, dict[str, Any]]) -> int:
+        """Replace the published overrides (task -> raw options) and bump their version."""
+        with self._unavailable():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.overrides_key)
+            if overrides:
+                pipe.hset(
+                    self.overrides_key,
+                    mapping={task: json.dumps(opts) for task, opts in overrides.items()},
+                )
+            pipe.incr(f"{self.overrides_key}:version")
+            return int(pipe.execute()[-1])
+
+    def overrides_version(self: Any) -> int | None:
+        with self._unavailable():
+            version = self.client.get(f"{self.overrides_key}:version")
+        return None if version is None else int(version)
+
+    def read_overrides(self: Any) -> tuple[int | None, dict[str, dict[str, Any]]]:
+        with self._unavailable():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.get(f"{self.overrides_key}:version")
+            pipe.hgetall(self.overrides_key)
+            version, raw = pipe.execute()
+        return (
+            None if version is None else int(version),
+            {_text(task): json.loads(opts) for task, opts in raw.items()},
+        )
+
+
+class Store(_Admin):
     """Locks and rate-limit windows of one cache alias under one key prefix."""
 
     def __init__(self, alias: str, prefix: str):

@@ -1,0 +1,370 @@
+"""Admin pages over live Redis state: held locks and rate-limit windows.
+
+The models are table-less; these admins replace the changelist with a view that
+reads the store, and route every change through a confirmation page that is
+re-checked on submit. Nothing changes on GET; every view checks the model
+permission itself (the admin wrapper only checks staff status).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from django.apps import apps
+from django.contrib import admin, messages
+from django.contrib.admin.models import DELETION, LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+
+from ..exceptions import HeimdallUnavailable
+from ..services import release_locks, release_task_locks, revoke
+from ..store import get_store
+
+PER_PAGE = 100
+
+
+class LiveAdmin(admin.ModelAdmin):
+    """Base of the admins of table-less models listed from Redis."""
+
+    change_permission_codename = ""  # the custom permission that allows changes
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def can_change(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.{self.change_permission_codename}")
+
+    def get_urls(self) -> list[Any]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("", self.admin_site.admin_view(self.live_view), name=f"{name}_changelist"),
+            path(
+                "confirm/",
+                self.admin_site.admin_view(self.confirm_view),
+                name=f"{name}_confirm",
+            ),
+        ]
+
+    def changelist_url(self, **params: Any) -> str:
+        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+        params = {k: v for k, v in params.items() if v}
+        return f"{url}?{urlencode(params)}" if params else url
+
+    def context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "can_change": self.can_change(request),
+            **extra,
+        }
+
+    def log(self, request: HttpRequest, object_id: str, object_repr: str, message: str) -> None:
+        """An admin log entry for a change that is not a model save."""
+        LogEntry.objects.create(
+            user_id=request.user.pk,
+            content_type=ContentType.objects.get_for_model(self.model, for_concrete_model=False),
+            object_id=object_id[:1000],
+            object_repr=object_repr[:200],
+            action_flag=DELETION,
+            change_message=message,
+        )
+
+    def live_view(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError
+
+    def confirm_view(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.can_change(request):
+            raise PermissionDenied
+        try:
+            if "confirm" in request.POST:
+                return self.apply(request)
+            return self.confirm(request)
+        except HeimdallUnavailable as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(self.changelist_url())
+
+    def confirm(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError
+
+    def apply(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError
+
+
+def _page_number(value: Any) -> int:
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _pairs(values: list[str]) -> list[tuple[str, str]]:
+    """Decode the (identity, owner) pairs that a form carried."""
+    pairs = []
+    for value in values:
+        try:
+            identity, owner = json.loads(value)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(identity, str) and isinstance(owner, str):
+            pairs.append((identity, owner))
+    return pairs
+
+
+class LockAdmin(LiveAdmin):
+    change_permission_codename = "clear_lock"
+    actions_list = (
+        ("release", gettext_lazy("Release selected locks")),
+        ("release_revoke", gettext_lazy("Release selected locks and revoke their tasks")),
+    )
+
+    def live_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        task = request.GET.get("task", "")
+        search = request.GET.get("q", "").strip()
+        page = _page_number(request.GET.get("p"))
+        counts: dict[str, int] = {}
+        locks: list[Any] = []
+        total, error = 0, ""
+        try:
+            store = get_store()
+            counts = store.lock_counts(store.task_names())
+            if search:
+                found = store.lock_by_owner(search)
+                locks = [found] if found is not None else []
+                total = len(locks)
+            else:
+                result = store.locks_page(
+                    [task] if task else sorted(counts), (page - 1) * PER_PAGE, PER_PAGE
+                )
+                locks, total = result.locks, result.total
+        except HeimdallUnavailable as exc:
+            error = str(exc)
+        pages = max(1, -(-total // PER_PAGE))
+        context = self.context(
+            request,
+            _("Held locks"),
+            rows=self._rows(locks),
+            total=total,
+            counts=counts,
+            task=task,
+            search=search,
+            page=page,
+            pages=pages,
+            previous_url=self.changelist_url(task=task, p=page - 1) if page > 1 else "",
+            next_url=self.changelist_url(task=task, p=page + 1) if page < pages else "",
+            actions=self.actions_list,
+            redis_error=error,
+        )
+        return TemplateResponse(request, "admin/heimdall/lock/change_list.html", context)
+
+    def _rows(self, locks: list[Any]) -> list[dict[str, Any]]:
+        results: dict[str, Any] = {}
+        if locks and apps.is_installed("django_celery_results"):
+            from django_celery_results.models import TaskResult
+
+            results = {
+                r.task_id: r
+                for r in TaskResult.objects.filter(task_id__in=[lock.owner for lock in locks])
+            }
+        rows = []
+        for lock in locks:
+            result = results.get(lock.owner)
+            rows.append(
+                {
+                    "lock": lock,
+                    "value": json.dumps([lock.identity, lock.owner]),
+                    "state": result.status if result is not None else "",
+                    "result_url": reverse(
+                        "admin:django_celery_results_taskresult_change", args=[result.pk]
+                    )
+                    if result is not None
+                    else "",
+                }
+            )
+        return rows
+
+    def confirm(self, request: HttpRequest) -> HttpResponse:
+        action = request.POST.get("action", "")
+        task = request.POST.get("task", "")
+        store = get_store()
+        if action == "release_task" and task:
+            cutoff = store.now_ms()
+            count = store.lock_counts([task])[task]
+            preview = store.locks_page([task], 0, 20).locks
+            summary = ngettext(
+                "Release the %(count)d lock of task %(task)s?",
+                "Release all %(count)d locks of task %(task)s?",
+                count,
+            ) % {"count": count, "task": task}
+            hidden = [("task", task), ("cutoff", str(cutoff))]
+        elif action in dict(self.actions_list):
+            pairs = _pairs(request.POST.getlist("selected"))
+            if not pairs:
+                self.message_user(request, _("No lock was selected."), messages.WARNING)
+                return HttpResponseRedirect(self.changelist_url(task=task))
+            preview = [lock for lock in (store.lock_info(i) for i, _owner in pairs) if lock]
+            count = len(pairs)
+            summary = ngettext("Release %(count)d lock?", "Release %(count)d locks?", count) % {
+                "count": count
+            }
+            if action == "release_revoke":
+                summary += " " + _("Their tasks will be revoked.")
+            hidden = [("selected", json.dumps(pair)) for pair in pairs] + [("task", task)]
+        else:
+            self.message_user(request, _("Unknown action."), messages.ERROR)
+            return HttpResponseRedirect(self.changelist_url(task=task))
+        context = self.context(
+            request,
+            _("Are you sure?"),
+            summary=summary,
+            preview=preview,
+            action=action,
+            hidden=hidden,
+            cancel_url=self.changelist_url(task=task),
+            confirm_url=reverse("admin:heimdall_lock_confirm"),
+        )
+        return TemplateResponse(request, "admin/heimdall/confirm.html", context)
+
+    def apply(self, request: HttpRequest) -> HttpResponse:
+        action = request.POST.get("action", "")
+        task = request.POST.get("task", "")
+        if action == "release_task":
+            try:
+                cutoff = int(request.POST.get("cutoff", ""))
+            except ValueError:
+                self.message_user(request, _("The confirmation was incomplete."), messages.ERROR)
+                return HttpResponseRedirect(self.changelist_url(task=task))
+            count = release_task_locks(task, cutoff)
+            self.log(request, task, task, f"Released {count} locks of task {task}")
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d lock of %(task)s released.",
+                    "%(count)d locks of %(task)s released.",
+                    count,
+                )
+                % {"count": count, "task": task},
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(self.changelist_url(task=task))
+
+        result = release_locks(_pairs(request.POST.getlist("selected")))
+        for lock in result.released:
+            self.log(
+                request,
+                lock.identity,
+                f"{lock.task} [{lock.owner}]",
+                f"Released lock held by {lock.owner}",
+            )
+        if action == "release_revoke":
+            revoke([lock.owner for lock in result.released])
+        if result.released:
+            message = ngettext(
+                "%(count)d lock released.", "%(count)d locks released.", len(result.released)
+            ) % {"count": len(result.released)}
+            if action == "release_revoke":
+                message += " " + _("Their tasks were revoked.")
+            self.message_user(request, message, messages.SUCCESS)
+        if result.taken_over:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d lock was taken by another task in the meantime and was kept.",
+                    "%(count)d locks were taken by other tasks in the meantime and were kept.",
+                    len(result.taken_over),
+                )
+                % {"count": len(result.taken_over)},
+                messages.WARNING,
+            )
+        if result.gone:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d lock was already gone (expired or released).",
+                    "%(count)d locks were already gone (expired or released).",
+                    len(result.gone),
+                )
+                % {"count": len(result.gone)},
+                messages.INFO,
+            )
+        return HttpResponseRedirect(self.changelist_url(task=task))
+
+
+class RateLimitWindowAdmin(LiveAdmin):
+    change_permission_codename = "reset_ratelimit"
+
+    def live_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        groups: dict[str, list[Any]] = {}
+        error = ""
+        try:
+            for window in get_store().rate_windows():
+                groups.setdefault(window.task, []).append(window)
+        except HeimdallUnavailable as exc:
+            error = str(exc)
+        context = self.context(
+            request,
+            _("Rate-limit windows"),
+            groups=sorted(groups.items()),
+            redis_error=error,
+        )
+        return TemplateResponse(request, "admin/heimdall/ratelimitwindow/change_list.html", context)
+
+    def confirm(self, request: HttpRequest) -> HttpResponse:
+        identities = [i for i in request.POST.getlist("selected") if i]
+        if not identities:
+            self.message_user(request, _("No rate limit was selected."), messages.WARNING)
+            return HttpResponseRedirect(self.changelist_url())
+        count = len(identities)
+        context = self.context(
+            request,
+            _("Are you sure?"),
+            summary=ngettext(
+                "Reset the window of %(count)d rate limit? Its counted starts are forgotten.",
+                "Reset the windows of %(count)d rate limits? Their counted starts are forgotten.",
+                count,
+            )
+            % {"count": count},
+            preview=[],
+            names=identities,
+            action="reset",
+            hidden=[("selected", identity) for identity in identities],
+            cancel_url=self.changelist_url(),
+            confirm_url=reverse("admin:heimdall_ratelimitwindow_confirm"),
+        )
+        return TemplateResponse(request, "admin/heimdall/confirm.html", context)
+
+    def apply(self, request: HttpRequest) -> HttpResponse:
+        store = get_store()
+        reset = [i for i in request.POST.getlist("selected") if i and store.reset_rate(i)]
+        for identity in reset:
+            self.log(request, identity, identity, "Reset rate-limit window")
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d rate-limit window reset.",
+                "%(count)d rate-limit windows reset.",
+                len(reset),
+            )
+            % {"count": len(reset)},
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(self.changelist_url())

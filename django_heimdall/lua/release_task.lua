@@ -1,0 +1,22 @@
+-- Release a batch of one task's locks that were taken at or before a cutoff, so
+-- that a lock re-taken after the operator confirmed is left alone.
+-- KEYS[1] per-task lock index (zset)
+-- ARGV[1] cutoff ms   ARGV[2] rank to start at   ARGV[3] batch size
+-- ARGV[4] owner-pointer key prefix ("<prefix>:owner:")
+-- Returns {released, kept}: kept locks stay in the index, so the next batch
+-- starts at rank + kept. A batch shorter than its size means the end was reached.
+local members = redis.call('ZRANGE', KEYS[1], ARGV[2], tonumber(ARGV[2]) + tonumber(ARGV[3]) - 1)
+local released, kept = 0, 0
+for _, lock in ipairs(members) do
+  local f = redis.call('HMGET', lock, 'owner', 'since')
+  if not f[1] then
+    redis.call('ZREM', KEYS[1], lock)
+  elseif tonumber(f[2]) <= tonumber(ARGV[1]) then
+    redis.call('DEL', lock, ARGV[4] .. f[1])
+    redis.call('ZREM', KEYS[1], lock)
+    released = released + 1
+  else
+    kept = kept + 1
+  end
+end
+return {released, kept, #members}

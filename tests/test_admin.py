@@ -1,0 +1,323 @@
+"""The admin through real URLs: permissions, the confirmation flow, escaping,
+Redis down."""
+
+import json
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+
+from django_heimdall.models import PolicyOverride
+from django_heimdall.store import get_store
+
+pytestmark = pytest.mark.django_db
+
+LOCKS = reverse("admin:heimdall_lock_changelist")
+LOCKS_CONFIRM = reverse("admin:heimdall_lock_confirm")
+RATES = reverse("admin:heimdall_ratelimitwindow_changelist")
+RATES_CONFIRM = reverse("admin:heimdall_ratelimitwindow_confirm")
+EFFECTIVE = reverse("admin:heimdall_policyoverride_effective")
+
+
+def staff(django_user_model, *codenames, username="staff"):
+    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="heimdall", codename__in=codenames)
+    )
+    return user
+
+
+def client_for(user, **kwargs):
+    client = Client(**kwargs)
+    client.force_login(user)
+    return client
+
+
+def hold(
+    identity="tests.tasks.unique_add:abc",
+    owner="owner-1",
+    task="tests.tasks.unique_add",
+    args='{"x":1}',
+):
+    assert get_store().acquire(identity, owner, 60_000, task, args).status == 1
+    return identity, owner
+
+
+def selected(identity, owner):
+    return json.dumps([identity, owner])
+
+
+def messages_of(response):
+    return [str(m) for m in response.context["messages"]] if response.context else []
+
+
+# -- permissions --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [LOCKS, RATES, EFFECTIVE])
+def test_anonymous_is_sent_to_login(client, url):
+    response = client.get(url)
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
+@pytest.mark.parametrize("url", [LOCKS, RATES, EFFECTIVE])
+def test_staff_without_permissions_gets_403(django_user_model, url):
+    response = client_for(staff(django_user_model)).get(url)
+    assert response.status_code == 403
+
+
+def test_staff_without_permissions_does_not_see_the_models(django_user_model):
+    response = client_for(staff(django_user_model)).get(reverse("admin:index"))
+    content = response.content.decode()
+    assert "Held locks" not in content
+    assert "Rate-limit windows" not in content
+    assert "Policy overrides" not in content
+
+
+def test_view_only_sees_locks_without_controls_and_cannot_post(django_user_model):
+    identity, owner = hold()
+    client = client_for(staff(django_user_model, "view_lock"))
+    response = client.get(LOCKS)
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert owner in content
+    assert 'name="selected"' not in content
+    assert 'name="action"' not in content
+    response = client.post(
+        LOCKS_CONFIRM,
+        {"action": "release", "selected": selected(identity, owner), "confirm": "yes"},
+    )
+    assert response.status_code == 403
+    assert get_store().holder(identity) == owner
+
+
+def test_index_lists_the_live_models_for_a_viewer(django_user_model):
+    content = (
+        client_for(staff(django_user_model, "view_lock", "view_ratelimitwindow"))
+        .get(reverse("admin:index"))
+        .content.decode()
+    )
+    assert "Held locks" in content
+    assert "Rate-limit windows" in content
+
+
+def test_csrf_is_enforced(django_user_model):
+    identity, owner = hold()
+    client = client_for(
+        staff(django_user_model, "view_lock", "clear_lock"), enforce_csrf_checks=True
+    )
+    response = client.post(
+        LOCKS_CONFIRM,
+        {"action": "release", "selected": selected(identity, owner), "confirm": "yes"},
+    )
+    assert response.status_code == 403
+    assert get_store().holder(identity) == owner
+
+
+def test_get_never_changes_state(django_user_model):
+    identity, owner = hold()
+    client = client_for(staff(django_user_model, "view_lock", "clear_lock"))
+    response = client.get(
+        LOCKS_CONFIRM,
+        {"action": "release", "selected": selected(identity, owner), "confirm": "yes"},
+    )
+    assert response.status_code == 405
+    assert get_store().holder(identity) == owner
+
+
+# -- the confirmation flow ----------------------------------------------------------
+
+
+@pytest.fixture
+def clearer(django_user_model):
+    return client_for(staff(django_user_model, "view_lock", "clear_lock"))
+
+
+def test_release_goes_through_confirmation_and_is_logged(clearer):
+    identity, owner = hold()
+    first = clearer.post(
+        LOCKS_CONFIRM, {"action": "release", "selected": selected(identity, owner)}
+    )
+    assert first.status_code == 200
+    assert "Are you sure?" in first.content.decode()
+    assert get_store().holder(identity) == owner  # the first POST deleted nothing
+
+    second = clearer.post(
+        LOCKS_CONFIRM,
+        {"action": "release", "selected": selected(identity, owner), "confirm": "yes"},
+        follow=True,
+    )
+    assert second.redirect_chain[-1][0].startswith(LOCKS)
+    assert get_store().holder(identity) is None
+    assert "1 lock released." in messages_of(second)
+    entry = LogEntry.objects.get()
+    assert entry.object_id == identity
+    assert owner in entry.change_message
+
+
+def test_lock_retaken_between_confirmation_and_submit_survives(clearer):
+    identity, owner = hold()
+    clearer.post(LOCKS_CONFIRM, {"action": "release", "selected": selected(identity, owner)})
+    store = get_store()
+    assert store.release(identity, owner, "tests.tasks.unique_add")
+    hold(identity, owner="owner-2")
+
+    response = clearer.post(
+        LOCKS_CONFIRM,
+        {"action": "release", "selected": selected(identity, owner), "confirm": "yes"},
+        follow=True,
+    )
+    assert store.holder(identity) == "owner-2"
+    assert any("taken by another task" in m for m in messages_of(response))
+    assert not LogEntry.objects.exists()
+
+
+def test_lock_gone_before_submit_is_reported(clearer):
+    identity, owner = hold()
+    get_store().release(identity, owner, "tests.tasks.unique_add")
+    response = clearer.post(
+        LOCKS_CONFIRM,
+        {"action": "release", "selected": selected(identity, owner), "confirm": "yes"},
+        follow=True,
+    )
+    assert any("already gone" in m for m in messages_of(response))
+
+
+def test_release_all_of_a_task_spares_locks_taken_after_confirmation(clearer):
+    import time
+
+    task = "tests.tasks.unique_add"
+    for n in range(3):
+        hold(f"{task}:{n}", owner=f"o{n}")
+    page = clearer.post(LOCKS_CONFIRM, {"action": "release_task", "task": task})
+    assert "Release all 3 locks" in page.content.decode()
+    cutoff = dict(page.context["hidden"])["cutoff"]
+    time.sleep(0.01)  # a later millisecond on the Redis clock
+    hold(f"{task}:late", owner="late")
+
+    response = clearer.post(
+        LOCKS_CONFIRM,
+        {"action": "release_task", "task": task, "cutoff": cutoff, "confirm": "yes"},
+        follow=True,
+    )
+    assert "3 locks of tests.tasks.unique_add released." in messages_of(response)
+    store = get_store()
+    assert [store.holder(f"{task}:{n}") for n in range(3)] == [None, None, None]
+    assert store.holder(f"{task}:late") == "late"
+    assert LogEntry.objects.count() == 1
+
+
+def test_release_and_revoke_revokes_the_holder(clearer, celery_worker):
+    from celery.worker import state
+
+    from tests.conftest import wait_until
+
+    identity, owner = hold(owner="to-revoke")
+    clearer.post(
+        LOCKS_CONFIRM,
+        {"action": "release_revoke", "selected": selected(identity, owner), "confirm": "yes"},
+    )
+    assert get_store().holder(identity) is None
+    wait_until(lambda: owner in state.revoked, message="revoke broadcast")
+
+
+def test_locks_page_filters_by_task_and_finds_a_task_id(clearer):
+    hold("tests.tasks.unique_add:a", owner="owner-a")
+    hold("tests.tasks.unique_failing:b", owner="owner-b", task="tests.tasks.unique_failing")
+    content = clearer.get(LOCKS, {"task": "tests.tasks.unique_failing"}).content.decode()
+    assert "owner-b" in content and "owner-a" not in content
+    content = clearer.get(LOCKS, {"q": "owner-a"}).content.decode()
+    assert "owner-a" in content and "owner-b" not in content
+
+
+def test_lock_arguments_are_escaped(clearer):
+    hold(args='{"name":"<script>alert(1)</script>"}')
+    content = clearer.get(LOCKS).content.decode()
+    assert "<script>alert(1)</script>" not in content
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in content
+
+
+# -- rate-limit windows ---------------------------------------------------------------
+
+
+def test_rate_windows_are_listed_and_reset_after_confirmation(django_user_model):
+    from django_heimdall.ratelimits import Rate
+
+    store = get_store()
+    for n in range(2):
+        store.start(
+            f"t{n}", task_name="tests.tasks.limited", rates=(("tests.tasks.limited", Rate(2, 60)),)
+        )
+    client = client_for(staff(django_user_model, "view_ratelimitwindow", "reset_ratelimit"))
+    content = client.get(RATES).content.decode()
+    assert "tests.tasks.limited" in content and "2 / 60 s" in content
+
+    page = client.post(RATES_CONFIRM, {"selected": "tests.tasks.limited"})
+    assert page.status_code == 200
+    assert store.client.llen(store.rate_key("tests.tasks.limited")) == 2
+    response = client.post(
+        RATES_CONFIRM, {"selected": "tests.tasks.limited", "confirm": "yes"}, follow=True
+    )
+    assert "1 rate-limit window reset." in messages_of(response)
+    assert store.client.llen(store.rate_key("tests.tasks.limited")) == 0
+    assert LogEntry.objects.get().object_id == "tests.tasks.limited"
+
+
+def test_rate_reset_needs_its_permission(django_user_model):
+    client = client_for(staff(django_user_model, "view_ratelimitwindow"))
+    response = client.post(RATES_CONFIRM, {"selected": "x", "confirm": "yes"})
+    assert response.status_code == 403
+
+
+# -- Redis down ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [LOCKS, RATES])
+def test_redis_down_shows_a_banner_not_an_error(django_user_model, private_redis, url):
+    private_redis.stop()
+    client = client_for(staff(django_user_model, "view_lock", "view_ratelimitwindow"))
+    response = client.get(url)
+    assert response.status_code == 200
+    assert "Redis is unreachable" in response.content.decode()
+
+
+# -- overrides and effective policies --------------------------------------------------
+
+
+def test_override_form_rejects_a_bad_value_with_the_check_wording(admin_client):
+    response = admin_client.post(
+        reverse("admin:heimdall_policyoverride_add"),
+        {
+            "task_name": "tests.tasks.limited",
+            "enabled": "on",
+            "rate_limit": "10/fortnight",
+            "unique": "unknown",
+            "unique_raises": "unknown",
+            "unique_wait_for_expiry": "unknown",
+            "unique_on": "null",
+        },
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "rate_limit" in errors
+    assert "'rate_limit' is invalid" in errors["rate_limit"][0]
+    assert not PolicyOverride.objects.exists()
+
+
+def test_effective_policies_show_values_and_sources(admin_client, settings):
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.configured_in_settings": {"unique": True}},
+    }
+    PolicyOverride.objects.create(task_name="tests.tasks.limited", rate_limit="7/m")
+    from django_heimdall.overrides import source
+
+    source.reset()  # do not wait for the refresh interval in this test
+    content = admin_client.get(EFFECTIVE).content.decode()
+    assert "tests.tasks.configured_in_settings" in content
+    assert "tests.tasks.unique_add" in content
+    assert "7/60s" in content  # the admin override of tests.tasks.limited
+    assert ">admin<" in content and ">settings<" in content and ">decorator<" in content
