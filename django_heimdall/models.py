@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.utils.translation import gettext_lazy as _
 
 from .policies import OPTION_NAMES, OptionError, parse_option
@@ -133,7 +133,8 @@ class RateLimitWindow(models.Model):
 def _publish() -> None:
     from .overrides import publish
 
-    publish()
+    # Only what was committed: a rolled-back change must not reach the workers.
+    transaction.on_commit(publish)
 
 
 def _on_change(sender: Any, **kwargs: Any) -> None:

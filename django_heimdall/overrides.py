@@ -22,7 +22,7 @@ from .store import get_store
 logger = logging.getLogger("django_heimdall")
 
 
-def publish() -> int | None:
+def publish() -> str | None:
     """Publish the enabled overrides of the database; returns the new version."""
     from .models import PolicyOverride
 
@@ -41,10 +41,11 @@ class OverrideSource:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._warned = False
         self.reset()
 
     def reset(self) -> None:
-        self._version: int | None = None
+        self._version: str | None = None
         self._options: dict[str, dict[str, Any]] = {}
         self._checked = float("-inf")
 
@@ -63,11 +64,14 @@ class OverrideSource:
             store = get_store()
             try:
                 version = store.overrides_version()
-                if version == self._version:
-                    return False
                 if version is None:
                     # Lost with a Redis restart or flush: rebuild from the database.
                     version = self._republish()
+                if version is None:  # nothing published and no database here
+                    changed, self._options = bool(self._options), {}
+                    return changed
+                if version == self._version:
+                    return False
                 _, raw = store.read_overrides()
             except HeimdallUnavailable as exc:
                 logger.warning("policy overrides not refreshed: %s", exc)
@@ -76,12 +80,15 @@ class OverrideSource:
             self._version = version
             return True
 
-    @staticmethod
-    def _republish() -> int | None:
+    def _republish(self) -> str | None:
         try:
             return publish()
         except Exception:  # no database in this process, or not migrated
-            logger.warning("policy overrides could not be read from the database", exc_info=True)
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "policy overrides could not be read from the database", exc_info=True
+                )
             return None
 
     @staticmethod

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any, NamedTuple
@@ -220,8 +221,9 @@ class _Admin:
     def overrides_key(self: Any) -> str:
         return f"{self.prefix}:overrides"
 
-    def publish_overrides(self: Any, overrides: dict[str, dict[str, Any]]) -> int:
-        """Replace the published overrides (task -> raw options) and bump their version."""
+    def publish_overrides(self: Any, overrides: dict[str, dict[str, Any]]) -> str:
+        """Replace the published overrides (task -> raw options) under a new version."""
+        version = uuid.uuid4().hex  # never repeats, even after Redis lost the old one
         with self._unavailable():
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.overrides_key)
@@ -230,24 +232,21 @@ class _Admin:
                     self.overrides_key,
                     mapping={task: json.dumps(opts) for task, opts in overrides.items()},
                 )
-            pipe.incr(f"{self.overrides_key}:version")
-            return int(pipe.execute()[-1])
+            pipe.set(f"{self.overrides_key}:version", version)
+            pipe.execute()
+        return version
 
-    def overrides_version(self: Any) -> int | None:
+    def overrides_version(self: Any) -> str | None:
         with self._unavailable():
-            version = self.client.get(f"{self.overrides_key}:version")
-        return None if version is None else int(version)
+            return _text(self.client.get(f"{self.overrides_key}:version"))
 
-    def read_overrides(self: Any) -> tuple[int | None, dict[str, dict[str, Any]]]:
+    def read_overrides(self: Any) -> tuple[str | None, dict[str, dict[str, Any]]]:
         with self._unavailable():
             pipe = self.client.pipeline(transaction=True)
             pipe.get(f"{self.overrides_key}:version")
             pipe.hgetall(self.overrides_key)
             version, raw = pipe.execute()
-        return (
-            None if version is None else int(version),
-            {_text(task): json.loads(opts) for task, opts in raw.items()},
-        )
+        return _text(version), {_text(task): json.loads(opts) for task, opts in raw.items()}
 
 
 class Store(_Admin):

@@ -1,0 +1,181 @@
+"""``manage.py heimdall``: inspect and clear live locks, policies and rate limits.
+
+The command parses and prints; the work is done by ``django_heimdall.services``
+and the store, the same code the admin uses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...exceptions import HeimdallUnavailable
+from ...services import effective_policies, release_locks, release_task_locks
+from ...store import get_store
+
+
+class Command(BaseCommand):
+    help = "Inspect and clear django-heimdall's locks, policies and rate-limit windows."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        locks = sub.add_parser("locks", help="List held locks.")
+        locks.add_argument("--task", help="Only the locks of this task.")
+        locks.add_argument("--limit", type=int, default=100, help="At most this many (100).")
+        locks.add_argument("--json", action="store_true", help="Print JSON.")
+
+        release = sub.add_parser("release", help="Release held locks (owner-checked).")
+        release.add_argument(
+            "identities",
+            nargs="*",
+            metavar="KEY",
+            help="Lock keys to release, as listed by 'locks'.",
+        )
+        release.add_argument("--task", help="Release every lock of this task.")
+        release.add_argument("--all", action="store_true", help="Release every lock.")
+        release.add_argument(
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="Do not ask for confirmation.",
+        )
+
+        policies = sub.add_parser("policies", help="Show effective policies and their sources.")
+        policies.add_argument("--json", action="store_true", help="Print JSON.")
+
+        rates = sub.add_parser("rates", help="List rate-limit windows.")
+        rates.add_argument("--json", action="store_true", help="Print JSON.")
+
+        reset = sub.add_parser("reset-rate", help="Reset the window of one rate-limit key.")
+        reset.add_argument("identity", metavar="KEY", help="Rate-limit key, as listed by 'rates'.")
+        reset.add_argument(
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="Do not ask for confirmation.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        handler = getattr(self, "handle_" + options["action"].replace("-", "_"))
+        try:
+            handler(**options)
+        except HeimdallUnavailable as exc:
+            raise CommandError(str(exc)) from exc
+
+    # -- subcommands ---------------------------------------------------------------
+
+    def handle_locks(self, *, task: str | None, limit: int, json: bool, **options: Any) -> None:
+        if limit < 1:
+            raise CommandError("--limit must be at least 1.")
+        store = get_store()
+        tasks = [task] if task else store.task_names()
+        page = store.locks_page(tasks, 0, limit)
+        rows = [
+            {
+                "key": lock.identity,
+                "task": lock.task,
+                "holder": lock.owner,
+                "phase": lock.phase,
+                "since": lock.since.isoformat(),
+                "expires_in": lock.expires_in,
+                "args": lock.args,
+            }
+            for lock in page.locks
+        ]
+        if json:
+            self._json({"total": page.total, "locks": rows})
+            return
+        for row in rows:
+            self.stdout.write(
+                f"{row['key']}  holder={row['holder']}  {row['phase']}  "
+                f"expires in {row['expires_in']:.1f}s  args={row['args'][:60]}"
+            )
+        self.stdout.write(f"{page.total} lock(s) held" + (f" by {task}" if task else ""))
+
+    def handle_release(
+        self,
+        *,
+        identities: list[str],
+        task: str | None,
+        all: bool,
+        interactive: bool,
+        **options: Any,
+    ) -> None:
+        chosen = [bool(identities), bool(task), all]
+        if sum(chosen) != 1:
+            raise CommandError("Give lock KEYs, or --task NAME, or --all (exactly one of them).")
+        store = get_store()
+        if identities:
+            found = {identity: store.lock_info(identity) for identity in identities}
+            missing = [identity for identity, lock in found.items() if lock is None]
+            if missing:
+                raise CommandError(f"No lock is held for: {', '.join(missing)}")
+            self._confirm(interactive, f"Release {len(found)} lock(s)?")
+            result = release_locks((i, lock.owner) for i, lock in found.items() if lock)
+            self.stdout.write(f"{len(result.released)} lock(s) released.")
+            for lock in result.taken_over:
+                self.stderr.write(f"{lock.identity}: re-taken by {lock.owner} meanwhile, kept.")
+            return
+        tasks = [task] if task else store.task_names()
+        counts = store.lock_counts(tasks)
+        total = sum(counts.values())
+        cutoff = store.now_ms()
+        self._confirm(interactive, f"Release {total} lock(s) of {len(tasks)} task(s)?")
+        released = sum(release_task_locks(name, cutoff) for name in tasks)
+        self.stdout.write(f"{released} lock(s) released.")
+
+    def handle_policies(self, *, json: bool, **options: Any) -> None:
+        rows = effective_policies()
+        if json:
+            self._json(
+                [
+                    {
+                        "task": row.name,
+                        "registered": row.registered,
+                        "error": row.error,
+                        "options": {
+                            o.name: {"value": o.value, "source": o.source} for o in row.options
+                        },
+                    }
+                    for row in rows
+                ]
+            )
+            return
+        for row in rows:
+            self.stdout.write(row.name + ("" if row.registered else "  (not registered)"))
+            if row.error:
+                self.stdout.write(f"  error: {row.error}")
+            for option in row.options:
+                self.stdout.write(f"  {option.name:<24} {option.value:<30} {option.source}")
+
+    def handle_rates(self, *, json: bool, **options: Any) -> None:
+        windows = get_store().rate_windows()
+        if json:
+            self._json([window._asdict() for window in windows])
+            return
+        for w in windows:
+            self.stdout.write(
+                f"{w.identity}  task={w.task}  limit={w.times}/{w.per:g}s  "
+                f"starts={w.starts}  next slot in {w.next_slot_in:.2f}s"
+            )
+        self.stdout.write(f"{len(windows)} rate-limit key(s) in use")
+
+    def handle_reset_rate(self, *, identity: str, interactive: bool, **options: Any) -> None:
+        self._confirm(interactive, f"Reset the window of {identity}?")
+        if not get_store().reset_rate(identity):
+            raise CommandError(f"No rate-limit window is open for {identity!r}.")
+        self.stdout.write(f"Window of {identity} reset.")
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _confirm(self, interactive: bool, question: str) -> None:
+        if interactive and input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+            raise CommandError("Cancelled.")
+
+    def _json(self, data: Any) -> None:
+        self.stdout.write(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,119 @@
+"""``manage.py heimdall`` through call_command, on the same store as the admin."""
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from django_heimdall.ratelimits import Rate
+from django_heimdall.store import get_store
+
+TASK = "tests.tasks.unique_add"
+
+
+def run(*args):
+    out, err = io.StringIO(), io.StringIO()
+    call_command("heimdall", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def hold(identity, owner, task=TASK):
+    assert get_store().acquire(identity, owner, 60_000, task, "{}").status == 1
+
+
+def test_locks_lists_and_filters_as_json():
+    hold(f"{TASK}:a", "owner-a")
+    hold("tests.tasks.unique_failing:b", "owner-b", task="tests.tasks.unique_failing")
+    data = json.loads(run("locks", "--json")[0])
+    assert data["total"] == 2
+    assert {row["holder"] for row in data["locks"]} == {"owner-a", "owner-b"}
+    data = json.loads(run("locks", "--task", TASK, "--json")[0])
+    assert [row["key"] for row in data["locks"]] == [f"{TASK}:a"]
+    assert "1 lock(s) held" in run("locks", "--task", TASK)[0]
+
+
+def test_release_one_key_is_owner_checked():
+    hold(f"{TASK}:a", "owner-a")
+    out, _ = run("release", f"{TASK}:a", "--noinput")
+    assert "1 lock(s) released." in out
+    assert get_store().holder(f"{TASK}:a") is None
+
+
+def test_release_by_task_and_all(monkeypatch):
+    for n in range(3):
+        hold(f"{TASK}:{n}", f"o{n}")
+    hold("tests.tasks.unique_failing:x", "ox", task="tests.tasks.unique_failing")
+    assert "3 lock(s) released." in run("release", "--task", TASK, "--noinput")[0]
+    assert get_store().holder("tests.tasks.unique_failing:x") == "ox"
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert "1 lock(s) released." in run("release", "--all")[0]
+    assert get_store().holder("tests.tasks.unique_failing:x") is None
+
+
+def test_release_asks_and_can_be_cancelled(monkeypatch):
+    hold(f"{TASK}:a", "owner-a")
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    with pytest.raises(CommandError, match="Cancelled"):
+        run("release", f"{TASK}:a")
+    assert get_store().holder(f"{TASK}:a") == "owner-a"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("release",), "exactly one"),
+        (("release", "k", "--all", "--noinput"), "exactly one"),
+        (("release", "missing-key", "--noinput"), "No lock is held"),
+        (("reset-rate", "nothing", "--noinput"), "No rate-limit window"),
+        (("locks", "--limit", "0"), "at least 1"),
+    ],
+)
+def test_bad_input_raises_command_error(args, message):
+    with pytest.raises(CommandError, match=message):
+        run(*args)
+
+
+def test_unknown_subcommand_is_an_error():
+    with pytest.raises(CommandError):
+        run("explode")
+
+
+@pytest.mark.django_db
+def test_policies_show_values_and_sources(settings):
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.configured_in_settings": {"unique": True, "unique_on": []}},
+    }
+    data = {row["task"]: row for row in json.loads(run("policies", "--json")[0])}
+    configured = data["tests.tasks.configured_in_settings"]["options"]
+    assert configured["unique"] == {"value": "True", "source": "settings"}
+    assert configured["unique_on"] == {"value": "[]", "source": "settings"}
+    assert data[TASK]["options"]["unique"] == {"value": "True", "source": "decorator"}
+    assert data[TASK]["options"]["unique_timeout"]["source"] == "built-in"
+    assert "tests.tasks.limited" in run("policies")[0]
+
+
+def test_rates_list_and_reset():
+    store = get_store()
+    store.start(
+        "t1", task_name="tests.tasks.limited", rates=(("tests.tasks.limited", Rate(5, 10)),)
+    )
+    (window,) = json.loads(run("rates", "--json")[0])
+    assert (window["identity"], window["times"], window["per"], window["starts"]) == (
+        "tests.tasks.limited",
+        5,
+        10.0,
+        1,
+    )
+    assert (
+        "Window of tests.tasks.limited reset."
+        in run("reset-rate", "tests.tasks.limited", "--noinput")[0]
+    )
+    assert json.loads(run("rates", "--json")[0]) == []
+
+
+def test_redis_down_is_a_command_error(private_redis):
+    private_redis.stop()
+    with pytest.raises(CommandError, match="unreachable"):
+        run("locks")
