@@ -284,6 +284,25 @@ def test_redis_down_shows_a_banner_not_an_error(django_user_model, private_redis
     assert "Redis is unreachable" in response.content.decode()
 
 
+def test_redis_down_still_shows_effective_policies(admin_client, private_redis):
+    private_redis.stop()
+    response = admin_client.get(EFFECTIVE)
+    assert response.status_code == 200
+    assert "tests.tasks.unique_add" in response.content.decode()
+
+
+def test_redis_down_during_a_release_is_reported(clearer, private_redis):
+    identity, owner = hold()
+    private_redis.stop()
+    response = clearer.post(
+        LOCKS_CONFIRM,
+        {"action": "release", "selected": selected(identity, owner), "confirm": "yes"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert any("unreachable" in m for m in messages_of(response))
+
+
 # -- overrides and effective policies --------------------------------------------------
 
 
