@@ -12,6 +12,7 @@ QUEUE = os.environ.setdefault("HEIMDALL_TEST_QUEUE", f"heimdall-tests-{uuid.uuid
 SECRET_KEY = "django-heimdall-tests"
 DEBUG = False
 USE_TZ = True
+TIME_ZONE = "UTC"
 ROOT_URLCONF = "tests.urls"
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -19,6 +20,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",  # the live server serves the admin's CSS
     "django_celery_results",
     "django_heimdall",
     "tests",
@@ -45,6 +47,7 @@ TEMPLATES = [
 ]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "static/"
 
 CACHES = {
     "default": {

@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..models import PolicyOverride
+from ..policies import OPTION_NAMES
 from ..services import display, effective_policies, registered_task_names
 
 
@@ -125,6 +126,7 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "title": _("Effective task policies"),
             "policies": effective_policies(),
+            "option_names": OPTION_NAMES,
             "overrides": overrides,
             "can_add": self.has_add_permission(request),
             "can_view_locks": request.user.has_perm("heimdall.view_lock"),

@@ -1,0 +1,171 @@
+"""The admin pages in a real browser: log in, release a lock through the
+confirmation page, and look at the effective policies.
+
+Runs headless Chromium through Debian's ``chromium`` and ``chromium-driver``
+packages; nothing is downloaded. Without them the test is skipped, unless
+``HEIMDALL_REQUIRE_BROWSER=1`` (set by CI), which makes it fail instead.
+Screenshots for the README are written to ``docs/screenshots/`` on every run.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from django_heimdall.models import PolicyOverride
+from django_heimdall.store import get_store
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # Only localhost is reachable: without these, Chromium waits on refused connections.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+)
+WAIT = 15  # seconds; only bounds a hang
+
+
+def _unavailable(reason):
+    """Skip on a developer machine; fail where a browser is required (CI)."""
+    if os.environ.get("HEIMDALL_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (HEIMDALL_REQUIRE_BROWSER=1 requires the browser test to run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser():
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    if missing:
+        _unavailable(
+            f"{' and '.join(missing)} not found; install Debian's packages with "
+            "'apt-get install chromium chromium-driver'"
+        )
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _unavailable("selenium is not installed; install the 'dev' extra")
+
+    with tempfile.TemporaryDirectory(
+        prefix="heimdall-chromium-", ignore_cleanup_errors=True
+    ) as profile:
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        # An explicit driver path: Selenium Manager never runs or downloads anything.
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            driver.set_page_load_timeout(60)
+            yield driver
+        finally:
+            driver.quit()
+
+
+def hold(task, owner, arguments):
+    preview = json.dumps(arguments, sort_keys=True, separators=(",", ":"))
+    identity = f"{task}:{hashlib.sha1(preview.encode()).hexdigest()}"
+    assert get_store().acquire(identity, owner, 600_000, task, preview).status == 1
+    return identity
+
+
+def click_and_wait(driver, by, selector):
+    """Click a submit button and wait until its page is gone."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    button = driver.find_element(by, selector)
+    button.click()
+    WebDriverWait(driver, WAIT).until(ec.staleness_of(button))
+
+
+def screenshot(driver, name):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(SCREENSHOTS / name)), name
+
+
+def test_release_a_lock_in_the_browser(browser, live_server, transactional_db, django_user_model):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, WAIT)
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "pw")
+    kept_owner = "0b7d5c1e-6f0a-4c55-9a3e-2d8f4b1c7e90"
+    released_owner = "f3a9e2c4-1d7b-4e8a-b5c6-9e0f1a2b3c4d"
+    kept = hold("tests.tasks.unique_add", kept_owner, {"x": 1, "y": 2})
+    released = hold("tests.tasks.unique_add", released_owner, {"x": "<b>bold</b>", "y": 0})
+
+    # Log in through the form.
+    browser.get(f"{live_server.url}{reverse('admin:login')}")
+    browser.find_element(By.NAME, "username").send_keys("admin")
+    browser.find_element(By.NAME, "password").send_keys("pw")
+    click_and_wait(browser, By.CSS_SELECTOR, "#login-form [type=submit]")
+    wait.until(ec.presence_of_element_located((By.ID, "user-tools")))
+
+    # The locks page lists both holders; the argument preview is escaped text.
+    browser.get(f"{live_server.url}{reverse('admin:heimdall_lock_changelist')}")
+    table = wait.until(ec.presence_of_element_located((By.ID, "result_list")))
+    # The screenshots read better with the app list collapsed (the browser remembers it).
+    for toggle in browser.find_elements(By.ID, "toggle-nav-sidebar"):
+        toggle.click()
+        wait.until(ec.invisibility_of_element_located((By.ID, "nav-sidebar")))
+    assert kept_owner in table.text
+    assert released_owner in table.text
+    assert "<b>bold</b>" in table.text
+    assert not table.find_elements(By.TAG_NAME, "b")
+    assert browser.find_element(By.ID, "changelist-filter").is_displayed()
+    screenshot(browser, "locks.png")
+
+    # Select one lock, release it, confirm.
+    boxes = {
+        json.loads(box.get_attribute("value"))[1]: box
+        for box in browser.find_elements(By.CSS_SELECTOR, "input[name=selected]")
+    }
+    assert set(boxes) == {kept_owner, released_owner}
+    boxes[released_owner].click()
+    assert boxes[released_owner].is_selected()
+    Select(browser.find_element(By.NAME, "action")).select_by_value("release")
+    click_and_wait(browser, By.CSS_SELECTOR, "#changelist-form .actions button[type=submit]")
+    wait.until(ec.title_contains("Are you sure?"))
+    content = browser.find_element(By.ID, "content")
+    assert "Are you sure?" in content.text
+    assert released_owner in content.text
+    assert kept_owner not in content.text
+    screenshot(browser, "confirm.png")
+    click_and_wait(browser, By.CSS_SELECTOR, 'input[type=submit][value="Yes, I\'m sure"]')
+
+    # Back on the locks page: only the other lock is left, in the browser and in Redis.
+    message = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    assert "1 lock released." in message.text
+    table = browser.find_element(By.ID, "result_list")
+    assert kept_owner in table.text
+    assert released_owner not in browser.page_source
+    assert get_store().holder(released) is None
+    assert get_store().holder(kept) == kept_owner
+
+    # The effective policies, with an admin override.
+    PolicyOverride.objects.create(task_name="tests.tasks.limited", rate_limit="7/m")
+    from django_heimdall.overrides import source
+
+    source.reset()
+    browser.get(f"{live_server.url}{reverse('admin:heimdall_policyoverride_effective')}")
+    main = wait.until(ec.presence_of_element_located((By.ID, "content-main")))
+    assert "tests.tasks.limited" in main.text
+    assert "7/60s" in main.text
+    screenshot(browser, "effective-policies.png")
