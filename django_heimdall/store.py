@@ -39,7 +39,15 @@ UNAVAILABLE_ERRORS = (
 
 _SCRIPTS = {
     name: resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
-    for name in ("acquire", "locks_page", "release", "release_task", "renew", "start")
+    for name in (
+        "acquire",
+        "locks_page",
+        "rate_windows",
+        "release",
+        "release_task",
+        "renew",
+        "start",
+    )
 }
 _SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SCRIPTS.items()}
 
@@ -184,37 +192,37 @@ class _Admin:
                 return released
 
     def rate_windows(self: Any) -> list[RateWindow]:
-        """Every rate-limit key in use, with its current window."""
+        """Every rate-limit key that counted a start in its current window."""
         with self._unavailable():
             registry = {_text(k): _text(v) for k, v in self.client.hgetall(self.rates_key).items()}
-            identities = sorted(registry)
-            pipe = self.client.pipeline(transaction=False)
-            pipe.time()
-            for identity in identities:
-                pipe.lrange(self.rate_key(identity), 0, -1)
-            (sec, usec), *logs = pipe.execute()
-        now = sec * 1_000_000 + usec
-        windows, gone = [], []
-        for identity, log in zip(identities, logs, strict=True):
+        limits = []
+        for identity in sorted(registry):
             task, times, window = registry[identity].split("\t")
-            stamps = [int(stamp) for stamp in log]
-            if not stamps:
-                gone.append(identity)
-                continue
-            times, window = int(times), int(window)
-            starts = sum(1 for stamp in stamps if stamp > now - window)
-            oldest = stamps[times - 1] if len(stamps) >= times else None
-            wait = max(0, oldest + window - now) if oldest is not None else 0
+            limits.append((identity, task, int(times), int(window)))
+        if not limits:
+            return []
+        now, rows = self._call(
+            "rate_windows",
+            [self.rate_key(identity) for identity, *_ in limits],
+            [value for _, _, times, window in limits for value in (times, window)],
+        )
+        now = int(now)
+        windows = []
+        for (identity, task, times, window), (starts, oldest) in zip(limits, rows, strict=True):
+            oldest = int(oldest)
+            if not starts and oldest < 0:
+                continue  # nothing counted any more: the window is empty
+            wait = max(0, oldest + window - now) if oldest >= 0 else 0
             windows.append(RateWindow(identity, task, times, window / 1e6, starts, wait / 1e6))
-        if gone:
-            with self._unavailable():
-                self.client.hdel(self.rates_key, *gone)
         return windows
 
     def reset_rate(self: Any, identity: str) -> bool:
         """Forget the starts counted for ``identity``: its window is empty again."""
         with self._unavailable():
-            return bool(self.client.delete(self.rate_key(identity)))
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.rate_key(identity))
+            pipe.hdel(self.rates_key, identity)
+            return bool(pipe.execute()[0])
 
     # The admin's policy overrides, published for every process to read.
     @property

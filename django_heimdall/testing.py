@@ -46,6 +46,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         """Start the server (again, on the same port) and wait until it answers."""
+        os.makedirs(self._dir, exist_ok=True)
         self.process = subprocess.Popen(
             [
                 _redis_executable(),
@@ -84,6 +85,7 @@ class EmbeddedRedis:
             self.process.terminate()
             self.process.wait(10)
         self.process = None
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def redis_url() -> str:

@@ -42,7 +42,9 @@ def count_round_trips(private_redis, settings):
         writes = CountingConnection.writes - writes
         return writes, evalsha_calls(client) - scripts
 
-    # Load the scripts once, so the counts below are of steady state.
+    # Steady state: scripts loaded, and the admin overrides just checked (a process
+    # looks for changed overrides at most every OVERRIDES_REFRESH seconds).
+    tasks.unique_add.heimdall_policy  # noqa: B018
     store = get_store()
     store.acquire("warm", "w", 1000, "t")
     store.start("w", task_name="t", lock="warm", lease_ms=1000, rates=(("warm", Rate(1, 1)),))
@@ -138,3 +140,33 @@ def test_lock_index_forgets_expired_locks():
     store.acquire("long", "b", 10_000, "t")
     members = {m.decode() for m in store.client.zrange(store.index_key("t"), 0, -1)}
     assert members == {store.lock_key("long")}
+
+
+def test_lock_pages_cover_every_live_lock_once_in_lease_order():
+    store = get_store()
+    for n in range(5):
+        store.acquire(f"gone-{n}", f"g{n}", 1, "t")  # expire at once, stay in the index
+    for n in range(23):
+        store.acquire(f"live-{n:02d}", f"o{n}", 60_000 + n * 10, "t")
+    store.acquire("other", "x", 60_000, "u")
+    time.sleep(0.01)
+    seen = []
+    for offset in range(0, 30, 7):
+        page = store.locks_page(["t", "u"], offset, 7)
+        assert page.total == 24
+        seen += [lock.identity for lock in page.locks]
+    assert seen == [f"live-{n:02d}" for n in range(23)] + ["other"]
+
+
+def test_rate_windows_count_the_current_window_and_the_next_slot():
+    store = get_store()
+    rate = Rate(3, 60)
+    for n in range(3):
+        store.start(f"t{n}", task_name="t", rates=(("r", rate),))
+    store.start("t9", task_name="t", rates=(("free", Rate(5, 60)),))
+    windows = {w.identity: w for w in store.rate_windows()}
+    assert (windows["r"].times, windows["r"].per, windows["r"].starts) == (3, 60.0, 3)
+    assert 59 < windows["r"].next_slot_in <= 60  # full: the next slot is a window away
+    assert (windows["free"].starts, windows["free"].next_slot_in) == (1, 0)
+    assert store.reset_rate("r") is True
+    assert "r" not in {w.identity for w in store.rate_windows()}

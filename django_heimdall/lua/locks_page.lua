@@ -16,7 +16,11 @@ for i, index in ipairs(KEYS) do
   if skip >= counts[i] then
     skip = skip - counts[i]
   else
-    local members = redis.call('ZRANGEBYSCORE', index, '(' .. now, '+inf', 'LIMIT', skip, need)
+    -- Live locks (lease end > now) are the last counts[i] ranks of the index:
+    -- jump to the page by rank instead of stepping over the skipped entries.
+    local first = redis.call('ZCARD', index) - counts[i] + skip
+    local take = math.min(need, counts[i] - skip)
+    local members = redis.call('ZRANGE', index, first, first + take - 1)
     skip = 0
     for _, lock in ipairs(members) do
       local f = redis.call('HMGET', lock, 'owner', 'task', 'phase', 'since', 'args')
