@@ -1,16 +1,23 @@
-"""A minimal project wired the way a real one is (the full demo is a later issue)."""
+"""Settings of the example project, wired the way a real project is.
 
+Start everything with ``python3 example_project/demo.py`` (see the README).
+"""
+
+import os
 from pathlib import Path
 
 from django_heimdall.testing import redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-REDIS_URL = redis_url()  # REDIS_URL, or an embedded redis-server
+# REDIS_URL if set; otherwise an embedded redis-server (the demo runner starts one
+# and passes its URL to every process it starts).
+REDIS_URL = redis_url()
 
-SECRET_KEY = "example-project-not-secret"
-DEBUG = True
-ALLOWED_HOSTS = ["*"]
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 USE_TZ = True
+TIME_ZONE = "UTC"
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -44,23 +51,66 @@ TEMPLATES = [
         },
     }
 ]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DEMO_DATABASE", BASE_DIR / "demo.sqlite3"),
+        # The web server, the worker and beat share this file.
+        "OPTIONS": {"timeout": 20},
+    }
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 
-CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "example",
+    }
+}
 
 HEIMDALL = {
     "CACHE": "default",
+    "KEY_PREFIX": "heimdall-demo",
+    "ON_REDIS_ERROR": "fail_closed",
     "DEFAULTS": {"unique_timeout": 600},
-    # A policy set without touching the task's code:
+    # A policy set without touching the task's code (see demo/tasks.py).
     "TASKS": {
-        "example_project.demo.tasks.sync_customer": {"unique": True, "unique_on": ["customer_id"]}
+        "example_project.demo.tasks.sync_customer": {
+            "unique": True,
+            "unique_on": ["customer_id"],
+        },
     },
 }
 
+# Celery, read by celery.py under the CELERY_ namespace.
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
+CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_TIME_LIMIT = 120
+CELERY_TASK_SOFT_TIME_LIMIT = 100
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "example_project.demo.tasks.call_partner_api": {"queue": "high"},
+    "example_project.demo.tasks.fetch_customer_data": {"queue": "high"},
+    "example_project.demo.tasks.generate_report": {"queue": "low"},
+    "example_project.demo.tasks.nightly_cleanup": {"queue": "low"},
+}
+CELERY_BEAT_SCHEDULE = {
+    # Sent every 5 s but runs for 8 s: beat's copies that would overlap are
+    # skipped by the worker (DuplicateTaskSkipped), never run twice at once.
+    "cleanup": {"task": "example_project.demo.tasks.nightly_cleanup", "schedule": 5.0},
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_heimdall": {"handlers": ["console"], "level": "INFO"}},
+}

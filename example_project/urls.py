@@ -1,4 +1,12 @@
 from django.contrib import admin
 from django.urls import path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from example_project.demo import views
+
+urlpatterns = [
+    path("", views.index, name="demo-index"),
+    path("fire/<slug:feature>/", views.fire, name="demo-fire"),
+    path("api/sites/<int:site_id>/rebuild/", views.rebuild_index, name="demo-rebuild"),
+    path("status/", views.status, name="demo-status"),
+    path("admin/", admin.site.urls),
+]
