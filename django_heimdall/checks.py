@@ -3,7 +3,8 @@
 Ids: E001 not a dict · E002 unknown setting · E003 unknown cache alias ·
 E004 cache is not django-redis · E005 invalid setting value · E006 unknown option ·
 E007 invalid option value · E008 unimportable dotted path · E009 ``unique_on``
-names a missing argument · W001 ``TASKS`` names an unregistered task.
+names a missing argument · W001 ``TASKS`` names an unregistered task ·
+W002 ``TASKS`` names a task that is not a ``HeimdallTask``.
 """
 
 from __future__ import annotations
@@ -212,6 +213,16 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
                 task.heimdall, f"Task {name!r} (heimdall={{...}})", dotted_paths=False
             )
         errors += _check_unique_on(name, task, tasks.get(name))
+    errors += [
+        _error(
+            "heimdall.W002",
+            f"HEIMDALL['TASKS'] configures {name!r}, whose base class is not HeimdallTask: "
+            "the policy has no effect.",
+            "Declare the task with base=HeimdallTask (or set the Celery app's task_cls).",
+        )
+        for name in tasks
+        if name in registered and not isinstance(registered[name], HeimdallTask)
+    ]
     errors += [
         _error(
             "heimdall.W001",

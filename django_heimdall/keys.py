@@ -101,6 +101,28 @@ def canonical(arguments: Mapping[str, Any]) -> str:
         ) from None
 
 
+def _pick(task: Any, arguments: dict, names: tuple[str, ...]) -> dict:
+    """The ``unique_on`` subset of bound arguments; a name caught by ``**kwargs``
+    is looked up there (absent: ``None``)."""
+    sig = _signature(task)
+    extra_name = next(
+        (p.name for p in (sig.parameters.values() if sig else ()) if p.kind is p.VAR_KEYWORD),
+        None,
+    )
+    extra = arguments.get(extra_name, {}) if extra_name else {}
+    picked = {}
+    for name in names:
+        if name in arguments:
+            picked[name] = arguments[name]
+        elif extra_name is not None:
+            picked[name] = extra.get(name)
+        else:
+            raise TypeError(
+                f"unique_on of task {task.name!r} names {name}, which the task does not take"
+            )
+    return picked
+
+
 def identity(task: Any, policy: Policy, args: Any, kwargs: Any) -> Identity:
     """The identity of one call of ``task`` under ``policy``."""
     key = policy.key
@@ -118,13 +140,7 @@ def identity(task: Any, policy: Policy, args: Any, kwargs: Any) -> Identity:
         return Identity(lock=task.name, rate=task.name, preview="")
     arguments = bind_arguments(task, args, kwargs)
     if policy.unique_on is not None:
-        missing = [name for name in policy.unique_on if name not in arguments]
-        if missing:
-            raise TypeError(
-                f"unique_on of task {task.name!r} names {', '.join(missing)}, "
-                "which the task does not take"
-            )
-        arguments = {name: arguments[name] for name in policy.unique_on}
+        arguments = _pick(task, arguments, policy.unique_on)
     text = canonical(arguments)
     digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
     return Identity(lock=f"{task.name}:{digest}", rate=task.name, preview=text[:PREVIEW_CHARS])

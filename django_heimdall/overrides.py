@@ -23,17 +23,21 @@ logger = logging.getLogger("django_heimdall")
 
 
 def publish() -> str | None:
-    """Publish the enabled overrides of the database; returns the new version."""
+    """Publish the enabled overrides of the database; returns the new version, or
+    None when Redis is unreachable (this process then retries at every refresh)."""
     from .models import PolicyOverride
 
     snapshot = {
         row.task_name: row.raw_options() for row in PolicyOverride.objects.filter(enabled=True)
     }
     try:
-        return get_store().publish_overrides(snapshot)
+        version = get_store().publish_overrides(snapshot)
     except HeimdallUnavailable as exc:
-        logger.error("policy overrides not published: %s", exc)
+        logger.error("policy overrides not published, will retry: %s", exc)
+        source.pending = True
         return None
+    source.pending = False
+    return version
 
 
 class OverrideSource:
@@ -45,6 +49,7 @@ class OverrideSource:
         self.reset()
 
     def reset(self) -> None:
+        self.pending = False  # a change of this process still waits to be published
         self._version: str | None = None
         self._options: dict[str, dict[str, Any]] = {}
         self._checked = float("-inf")
@@ -62,6 +67,8 @@ class OverrideSource:
                 return False
             self._checked = now
             store = get_store()
+            if self.pending:
+                self._republish()
             try:
                 version = store.overrides_version()
                 if version is None:

@@ -34,7 +34,8 @@ THROTTLED = 2
 UNAVAILABLE_ERRORS = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,
+    redis_errors.ReadOnlyError,  # a failover left us talking to a replica
+    redis_errors.OutOfMemoryError,  # maxmemory reached under noeviction
 )
 
 _SCRIPTS = {
@@ -67,6 +68,7 @@ class Start(NamedTuple):
     holder: str | None
     wait: float  # seconds: until the holder's lease ends (DUPLICATE) or a slot frees
     now_us: int  # the Redis clock when the decision was taken
+    taken: bool = False  # the lock was free and this start took it
 
 
 class LockInfo(NamedTuple):
@@ -203,8 +205,8 @@ class _Admin:
             return []
         now, rows = self._call(
             "rate_windows",
-            [self.rate_key(identity) for identity, *_ in limits],
-            [value for _, _, times, window in limits for value in (times, window)],
+            [self.rates_key, *(self.rate_key(identity) for identity, *_ in limits)],
+            [v for identity, _, times, window in limits for v in (identity, times, window)],
         )
         now = int(now)
         windows = []
@@ -387,10 +389,10 @@ class Store(_Admin):
         for identity, rate in rates:
             keys.append(self.rate_key(identity))
             args += [rate.times, int(rate.per * 1_000_000), identity]
-        status, holder, wait, now = self._call("start", keys, args)
+        status, holder, wait, now, taken = self._call("start", keys, args)
         if status == DUPLICATE:
             wait = max(0, wait) * 1000  # PTTL in ms -> µs
-        return Start(status, _text(holder), wait / 1_000_000, now)
+        return Start(status, _text(holder), wait / 1_000_000, now, bool(taken))
 
     def release(self, identity: str, owner: str, task_name: str) -> bool:
         """Delete the lock of ``identity`` if ``owner`` still holds it."""

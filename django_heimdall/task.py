@@ -165,6 +165,8 @@ class HeimdallTask(Task):
             logger.error("%s[%s] start deferred: %s (fail closed)", self.name, request.id, exc)
             self._heimdall_defer(args, kwargs, heimdall_settings.UNAVAILABLE_COUNTDOWN, None)
 
+        if decision.taken:
+            signals.lock_acquired.send(sender=self, task_id=request.id, key=lock)
         if decision.status == DUPLICATE:
             logger.warning(
                 "%s[%s] skipped: %s holds its lock", self.name, request.id, decision.holder
@@ -203,13 +205,21 @@ class HeimdallTask(Task):
         Call it from a long task body so that the lease, and with it the time a
         crashed worker blocks the task, can be short. Returns ``False`` when the
         lock is no longer this task's (its lease ran out and another copy took it).
+        If Redis is unreachable it raises ``HeimdallUnavailable`` (fail closed) or
+        logs a warning and returns ``True`` (fail open).
         """
         request = self.request
         lock = getattr(request, "heimdall_lock", None)
         if lock is None:
             return False
         policy = self.heimdall_policy
-        return get_store().renew(lock, request.id, policy.unique_timeout_ms, self.name)
+        try:
+            return get_store().renew(lock, request.id, policy.unique_timeout_ms, self.name)
+        except HeimdallUnavailable as exc:
+            if not heimdall_settings.fail_open:
+                raise
+            logger.warning("%s[%s] lease not renewed: %s (fail open)", self.name, request.id, exc)
+            return True
 
     # -- helpers -----------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Settings of the example project, wired the way a real project is.
 
-Start everything with ``python3 example_project/demo.py`` (see the README).
+Start everything with ``python3 example_project/run.py`` (see the README).
 """
 
 import os
@@ -102,8 +102,8 @@ CELERY_TASK_ROUTES = {
     "example_project.demo.tasks.nightly_cleanup": {"queue": "low"},
 }
 CELERY_BEAT_SCHEDULE = {
-    # Sent every 5 s but runs for 8 s: beat's copies that would overlap are
-    # skipped by the worker (DuplicateTaskSkipped), never run twice at once.
+    # Sent every 5 s but runs for 8 s: while one runs, beat's next copies are
+    # duplicates and are not published, so it never overlaps itself.
     "cleanup": {"task": "example_project.demo.tasks.nightly_cleanup", "schedule": 5.0},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -233,3 +233,14 @@ def unique_crashing(self, name):
 
     record("unique_crashing", id=self.request.id, pid=os.getpid())
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "unique_on": ["region"]})
+def unique_kwargs(self, customer, **options):
+    """unique_on names an argument caught by **options."""
+    return customer
+
+
+@shared_task(bind=True)
+def plain_configured(self):
+    """A plain Celery task that settings try to configure (W002)."""

@@ -340,3 +340,47 @@ def test_effective_policies_show_values_and_sources(admin_client, settings):
     assert "tests.tasks.unique_add" in content
     assert "7/60s" in content  # the admin override of tests.tasks.limited
     assert ">admin<" in content and ">settings<" in content and ">decorator<" in content
+
+
+def test_bulk_enable_and_disable_are_audited(admin_client, django_user_model):
+    override = PolicyOverride.objects.create(task_name="tests.tasks.limited", rate_limit="5/m")
+    response = admin_client.post(
+        reverse("admin:heimdall_policyoverride_changelist"),
+        {"action": "disable", "_selected_action": [override.pk]},
+        follow=True,
+    )
+    assert "1 override disabled." in messages_of(response)
+    override.refresh_from_db()
+    assert override.enabled is False
+    assert override.updated_by.username == "admin"
+    entry = LogEntry.objects.get()
+    assert entry.object_id == str(override.pk) and entry.is_change()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saving_while_redis_is_down_warns_and_publishes_later(admin_client, private_redis):
+    from django_heimdall.overrides import source
+    from tests import tasks
+
+    private_redis.stop()
+    # The admin's own transaction commits, and runs the publish, within the request.
+    response = admin_client.post(
+        reverse("admin:heimdall_policyoverride_add"),
+        {
+            "task_name": "tests.tasks.unique_add",
+            "enabled": "on",
+            "unique": "false",
+            "unique_raises": "unknown",
+            "unique_wait_for_expiry": "unknown",
+            "unique_on": "",
+        },
+    )
+    assert response.status_code == 302
+    messages = [str(m) for m in admin_client.get(reverse("admin:index")).context["messages"]]
+    assert any("Redis is unreachable" in m for m in messages)
+    assert source.pending
+
+    private_redis.start()
+    source._checked = float("-inf")  # the next refresh is due now
+    assert tasks.unique_add.heimdall_policy.unique is False  # published and applied
+    assert not source.pending

@@ -362,3 +362,14 @@ def test_decorator_callables_are_not_taken_for_dotted_paths(celery_app):
         assert check_tasks() == []
     with throwaway_task(celery_app, {"unique": True, "key": "nope.missing.func"}):
         assert check_tasks() == []
+
+
+def test_settings_for_a_task_that_is_not_a_heimdall_task_is_w002(settings):
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.plain_configured": {"unique": True}},
+    }
+    (msg,) = with_id(check_tasks(), "heimdall.W002")
+    assert isinstance(msg, checks.Warning)
+    assert "tests.tasks.plain_configured" in msg.msg
+    assert msg.hint

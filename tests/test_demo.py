@@ -43,7 +43,7 @@ def demo(tmp_path):
 
 
 def test_demo_starts_and_its_pieces_talk_to_each_other(demo):
-    control = Celery(broker=demo.redis_url)
+    control = Celery(broker=demo.redis_url, set_as_current=False)
     wait_until(lambda: control.control.ping(timeout=0.5), timeout=60, message="worker ping")
 
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
@@ -74,7 +74,7 @@ def test_stopping_the_demo_leaves_no_process(tmp_path):
     pids = [process.pid for process in demo.processes]
     try:
         wait_until(
-            lambda: Celery(broker=redis.url).control.ping(timeout=0.5),
+            lambda: Celery(broker=redis.url, set_as_current=False).control.ping(timeout=0.5),
             timeout=60,
             message="worker ping",
         )

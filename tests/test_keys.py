@@ -108,3 +108,10 @@ def test_unencodable_arguments_raise_a_clear_error():
         lock_of(tasks.unique_add, object())
     with pytest.raises(TypeError, match="sorted list"):
         lock_of(tasks.unique_add, {1, 2})
+
+
+def test_unique_on_finds_names_caught_by_var_kwargs():
+    task = tasks.unique_kwargs
+    assert lock_of(task, 1, region="eu") == lock_of(task, 2, region="eu", other=3)
+    assert lock_of(task, 1, region="eu") != lock_of(task, 1, region="us")
+    assert lock_of(task, 1) == lock_of(task, 2)  # absent: None

@@ -170,3 +170,11 @@ def test_rate_windows_count_the_current_window_and_the_next_slot():
     assert (windows["free"].starts, windows["free"].next_slot_in) == (1, 0)
     assert store.reset_rate("r") is True
     assert "r" not in {w.identity for w in store.rate_windows()}
+
+
+def test_rate_registry_forgets_keys_whose_window_expired():
+    store = get_store()
+    store.start("t", task_name="t", rates=(("short", Rate(1, 0.001)),))
+    time.sleep(0.01)
+    assert store.rate_windows() == []
+    assert store.client.hlen(store.rates_key) == 0

@@ -241,3 +241,25 @@ def test_heartbeat_keeps_a_short_lease_alive(settings):
 
 def test_heartbeat_outside_a_worker_renews_nothing():
     assert tasks.unique_heartbeat.heimdall_heartbeat() is False
+
+
+def test_a_lock_taken_at_start_is_signalled(celery_app, received):
+    result = celery_app.send_task("tests.tasks.unique_add", args=[30])
+    assert result.get(timeout=20) == 30
+    acquired = [kw for sig, kw in received if sig is signals.lock_acquired]
+    assert [kw["task_id"] for kw in acquired] == [result.id]
+
+
+def test_heartbeat_with_redis_down_fails_open_or_closed(settings, private_redis):
+    from django_heimdall import HeimdallUnavailable
+
+    task = tasks.unique_heartbeat._get_current_object()
+    task.push_request(id="hb-1", heimdall_lock="some-lock")
+    try:
+        private_redis.stop()
+        with pytest.raises(HeimdallUnavailable):
+            task.heimdall_heartbeat()
+        settings.HEIMDALL = {**settings.HEIMDALL, "ON_REDIS_ERROR": "fail_open"}
+        assert task.heimdall_heartbeat() is True
+    finally:
+        task.pop_request()

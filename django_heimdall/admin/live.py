@@ -2,7 +2,7 @@
 
 The models are table-less; these admins replace the changelist with a view that
 reads the store, and route every change through a confirmation page that is
-re-checked on submit. Nothing changes on GET; every view checks the model
+re-checked on submit. No lock or window changes on GET; every view checks the model
 permission itself (the admin wrapper only checks staff status).
 """
 

@@ -7,13 +7,16 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..models import PolicyOverride
+from ..overrides import source
 from ..policies import OPTION_NAMES
 from ..services import display, effective_policies, registered_task_names
 
@@ -85,10 +88,43 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         obj.updated_by = request.user
         super().save_model(request, obj, form, change)
+        self._warn_if_unpublished(request)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        super().delete_model(request, obj)
+        self._warn_if_unpublished(request)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        super().delete_queryset(request, queryset)
+        self._warn_if_unpublished(request)
+
+    def _warn_if_unpublished(self, request: HttpRequest) -> None:
+        def check() -> None:
+            if source.pending:
+                self.message_user(
+                    request,
+                    _(
+                        "Saved, but Redis is unreachable: workers keep the previous policy "
+                        "until the change can be published."
+                    ),
+                    messages.WARNING,
+                )
+
+        transaction.on_commit(check)
+
+    def _set_enabled(self, request: HttpRequest, queryset: Any, enabled: bool) -> int:
+        changed = list(queryset.exclude(enabled=enabled))
+        count = queryset.filter(pk__in=[o.pk for o in changed]).update(
+            enabled=enabled, updated_by=request.user, updated_at=timezone.now()
+        )
+        for obj in changed:
+            self.log_change(request, obj, [{"changed": {"fields": ["enabled"]}}])
+        self._warn_if_unpublished(request)
+        return count
 
     @admin.action(description=_("Enable selected overrides"), permissions=["change"])
     def enable(self, request: HttpRequest, queryset: Any) -> None:
-        count = queryset.update(enabled=True)
+        count = self._set_enabled(request, queryset, True)
         self.message_user(
             request,
             ngettext("%(count)d override enabled.", "%(count)d overrides enabled.", count)
@@ -98,7 +134,7 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Disable selected overrides"), permissions=["change"])
     def disable(self, request: HttpRequest, queryset: Any) -> None:
-        count = queryset.update(enabled=False)
+        count = self._set_enabled(request, queryset, False)
         self.message_user(
             request,
             ngettext("%(count)d override disabled.", "%(count)d overrides disabled.", count)

@@ -4,7 +4,7 @@
 -- ARGV[1] owner task id   ARGV[2] lease ms   ARGV[3] "1" to renew an owned lease
 -- ARGV[4] task name   ARGV[5] argument preview
 -- Returns {status, holder, ms left}: status 1 = taken now, 2 = already held by
--- this owner (a retry or deferral re-sending itself), 0 = held by another task.
+-- this owner (a retry re-sending itself), 0 = held by another task.
 local holder = redis.call('HGET', KEYS[1], 'owner')
 if holder and holder ~= ARGV[1] then
   return {0, holder, redis.call('PTTL', KEYS[1])}

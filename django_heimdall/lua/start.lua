@@ -6,10 +6,11 @@
 -- ARGV[1] "1" if the task is unique   ARGV[2] task id   ARGV[3] lease ms
 -- ARGV[4] "1" to renew the lease when the task starts   ARGV[5] task name
 -- ARGV[6] argument preview   then per rate limit: times, window µs, identity
--- Returns {status, holder, wait µs, now µs}: status 1 = start (the lock is ours
+-- Returns {status, holder, wait µs, now µs, taken}: status 1 = start (the lock is ours
 -- and the start was counted in every window), 0 = duplicate (another task holds
 -- the lock, wait = its ms left; nothing changed), 2 = over a rate limit, retry
--- after wait µs (the lock, if any, is kept for this task; nothing was counted).
+-- after wait µs (the lock, if any, is kept for this task; nothing was counted);
+-- taken = 1 when this call took a free lock (the task came without one).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now / 1000)
@@ -17,13 +18,15 @@ local unique = ARGV[1] == '1'
 local owner = ARGV[2]
 local lease = tonumber(ARGV[3])
 local first = 1
+local taken = 0
 if unique then
   first = 5
   local holder = redis.call('HGET', KEYS[1], 'owner')
   if holder and holder ~= owner then
-    return {0, holder, redis.call('PTTL', KEYS[1]), now}
+    return {0, holder, redis.call('PTTL', KEYS[1]), now, 0}
   end
   if not holder then
+    taken = 1
     -- Started without a lock (send_task, beat, an expired lease): take it now.
     redis.call('HSET', KEYS[1], 'owner', owner, 'task', ARGV[5], 'phase', 'queued',
       'since', string.format('%d', now_ms), 'args', ARGV[6])
@@ -47,7 +50,7 @@ for i = first + 1, #KEYS do
   end
 end
 if wait > 0 then
-  return {2, owner, wait, now}
+  return {2, owner, wait, now, taken}
 end
 local stamp = string.format('%d', now)
 for i = first + 1, #KEYS do
@@ -66,4 +69,4 @@ if unique then
     redis.call('ZADD', KEYS[2], string.format('%d', now_ms + lease), KEYS[1])
   end
 end
-return {1, owner, 0, now}
+return {1, owner, 0, now, taken}
