@@ -112,7 +112,8 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
 
         transaction.on_commit(check)
 
-    def _set_enabled(self, request: HttpRequest, queryset: Any, enabled: bool) -> int:
+    def _set_enabled(self, request: HttpRequest, queryset: Any, enabled: bool) -> None:
+        """A bulk enable/disable, audited like a save (who, when, log entry)."""
         changed = list(queryset.exclude(enabled=enabled))
         count = queryset.filter(pk__in=[o.pk for o in changed]).update(
             enabled=enabled, updated_by=request.user, updated_at=timezone.now()
@@ -120,27 +121,21 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
         for obj in changed:
             self.log_change(request, obj, [{"changed": {"fields": ["enabled"]}}])
         self._warn_if_unpublished(request)
-        return count
+        if enabled:
+            message = ngettext("%(count)d override enabled.", "%(count)d overrides enabled.", count)
+        else:
+            message = ngettext(
+                "%(count)d override disabled.", "%(count)d overrides disabled.", count
+            )
+        self.message_user(request, message % {"count": count}, messages.SUCCESS)
 
     @admin.action(description=_("Enable selected overrides"), permissions=["change"])
     def enable(self, request: HttpRequest, queryset: Any) -> None:
-        count = self._set_enabled(request, queryset, True)
-        self.message_user(
-            request,
-            ngettext("%(count)d override enabled.", "%(count)d overrides enabled.", count)
-            % {"count": count},
-            messages.SUCCESS,
-        )
+        self._set_enabled(request, queryset, True)
 
     @admin.action(description=_("Disable selected overrides"), permissions=["change"])
     def disable(self, request: HttpRequest, queryset: Any) -> None:
-        count = self._set_enabled(request, queryset, False)
-        self.message_user(
-            request,
-            ngettext("%(count)d override disabled.", "%(count)d overrides disabled.", count)
-            % {"count": count},
-            messages.SUCCESS,
-        )
+        self._set_enabled(request, queryset, False)
 
     def get_urls(self) -> list[Any]:
         return [
