@@ -45,7 +45,7 @@ class OverrideSource:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._warned = False
+        self._no_database = False
         self.reset()
 
     def reset(self) -> None:
@@ -88,14 +88,17 @@ class OverrideSource:
             return True
 
     def _republish(self) -> str | None:
+        if self._no_database:
+            return None
         try:
             return publish()
-        except Exception:  # no database in this process, or not migrated
-            if not self._warned:
-                self._warned = True
-                logger.warning(
-                    "policy overrides could not be read from the database", exc_info=True
-                )
+        except Exception:  # no database in this process, or not migrated: stop trying
+            self._no_database = True
+            logger.warning(
+                "policy overrides could not be read from the database; this process "
+                "applies only overrides published by another one",
+                exc_info=True,
+            )
             return None
 
     @staticmethod
