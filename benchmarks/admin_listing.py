@@ -27,12 +27,10 @@ import argparse
 import gc
 import hashlib
 import json
-import math
 import os
 import platform
 import random
 import re
-import statistics
 import sys
 import time
 import uuid
@@ -46,6 +44,7 @@ from urllib.parse import urlencode
 import django
 import redis
 
+from benchmarks.common import Summary as Timing
 from django_heimdall.keys import canonical
 from django_heimdall.ratelimits import Rate
 from django_heimdall.store import ACQUIRED, STARTED, Store, get_store
@@ -73,30 +72,6 @@ clock = time.perf_counter_ns
 # -- statistics ------------------------------------------------------------------------
 
 
-@dataclass
-class Timing:
-    """Summary of one kind of call, in milliseconds."""
-
-    n: int
-    median: float
-    p90: float
-    mean: float
-    min: float
-    max: float
-
-    @classmethod
-    def of(cls, samples_ns: list[int]) -> Timing:
-        data = sorted(samples_ns)
-        return cls(
-            n=len(data),
-            median=statistics.median(data) / 1e6,
-            p90=data[max(0, math.ceil(0.90 * len(data)) - 1)] / 1e6,  # nearest rank
-            mean=statistics.fmean(data) / 1e6,
-            min=data[0] / 1e6,
-            max=data[-1] / 1e6,
-        )
-
-
 def timed(call: Callable[[], Any], warmup: int, n: int) -> Timing:
     for _ in range(warmup):
         call()
@@ -106,7 +81,7 @@ def timed(call: Callable[[], Any], warmup: int, n: int) -> Timing:
         start = clock()
         call()
         samples.append(clock() - start)
-    return Timing.of(samples)
+    return Timing.of(samples, 1_000_000)
 
 
 # -- Redis server counters ---------------------------------------------------------------

@@ -22,11 +22,9 @@ import argparse
 import gc
 import itertools
 import json
-import math
 import os
 import platform
 import re
-import statistics
 import sys
 import time
 from collections import Counter
@@ -42,6 +40,7 @@ import redis
 from celery import Celery, Task
 from kombu.utils.uuid import uuid
 
+from benchmarks.common import Summary as Latency
 from django_heimdall import HeimdallTask, Rate, keys, signals
 from django_heimdall.store import ACQUIRED, DUPLICATE, OWNED, STARTED, Store, get_store
 
@@ -88,33 +87,6 @@ clock: Clock = time.perf_counter_ns
 
 
 # -- statistics ------------------------------------------------------------------------
-
-
-@dataclass
-class Latency:
-    """Summary of one kind of call, in microseconds."""
-
-    n: int
-    median: float
-    p90: float
-    mean: float
-    min: float
-
-    @classmethod
-    def of(cls, samples_ns: list[int]) -> Latency:
-        data = sorted(samples_ns)
-        return cls(
-            n=len(data),
-            median=statistics.median(data) / 1000,
-            p90=_percentile(data, 0.90) / 1000,
-            mean=statistics.fmean(data) / 1000,
-            min=data[0] / 1000,
-        )
-
-
-def _percentile(ordered: list[int], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    return float(ordered[max(0, math.ceil(q * len(ordered)) - 1)])
 
 
 def interleaved(calls: Mapping[str, Callable[[], Any]], n: int, block: int) -> dict[str, list[int]]:

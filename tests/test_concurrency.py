@@ -9,9 +9,9 @@ import pytest
 from billiard.exceptions import WorkerLostError
 
 from django_heimdall.store import get_store
+from django_heimdall.testing import max_in_window
 from tests import tasks
 from tests.conftest import wait_until
-from tests.test_rate_limit import max_in_window
 
 PROCESSES = 8
 

@@ -10,9 +10,9 @@ from django_heimdall.conf import heimdall_settings
 from django_heimdall.models import PolicyOverride
 from django_heimdall.overrides import source
 from django_heimdall.store import get_store
+from django_heimdall.testing import max_in_window
 from tests import tasks
 from tests.conftest import wait_until
-from tests.test_rate_limit import max_in_window
 
 pytestmark = pytest.mark.django_db
 

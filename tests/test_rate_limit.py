@@ -6,21 +6,11 @@ import pytest
 from django_heimdall import signals
 from django_heimdall.keys import identity
 from django_heimdall.store import get_store
+from django_heimdall.testing import max_in_window
 from tests import tasks
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
-
-
-def max_in_window(stamps_us, window_us):
-    """The most starts found in any half-open window [t, t + window)."""
-    stamps = sorted(stamps_us)
-    best, lo = 0, 0
-    for hi, t in enumerate(stamps):
-        while t - stamps[lo] >= window_us:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def test_max_in_window_counts_what_it_should():
