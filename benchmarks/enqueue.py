@@ -741,6 +741,9 @@ def main(argv: list[str] | None = None) -> int:
     embedded = not os.environ.get("REDIS_URL")
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
     django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
 
     bench = Bench(args.n, args.k, args.warmup, args.block)
     try:

@@ -19,8 +19,10 @@ QUEUE = f"hbench-{RUN_ID}-queue"
 SECRET_KEY = "django-heimdall-benchmarks"
 DEBUG = False
 USE_TZ = True
-INSTALLED_APPS = ["django_heimdall"]
-DATABASES: dict = {}
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django_heimdall"]
+# The policy-override table, as in production (created by the benchmark at start).
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
     "default": {
