@@ -58,7 +58,7 @@ def _check_options(options: Any, where: str, *, dotted_paths: bool) -> list[chec
     return errors
 
 
-def _positive(name: str, value: Any, allow_zero: bool = False) -> bool:
+def _positive(value: Any, allow_zero: bool = False) -> bool:
     return (
         not isinstance(value, bool)
         and isinstance(value, (int, float))
@@ -139,7 +139,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         ("UNAVAILABLE_COUNTDOWN", False),
         ("OVERRIDES_REFRESH", False),
     ):
-        if not _positive(name, values[name], allow_zero):
+        if not _positive(values[name], allow_zero):
             errors.append(
                 _error(
                     "heimdall.E005",
