@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 from django.utils.translation import gettext_lazy as _
 
 
@@ -10,7 +11,11 @@ class HeimdallConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
-        from .overrides import source
+        from .models import PolicyOverride
+        from .overrides import on_change, source
         from .policies import set_override_source
+        from .signals import overrides_changed
 
+        for signal in (post_save, post_delete, overrides_changed):
+            signal.connect(on_change, sender=PolicyOverride, dispatch_uid=f"heimdall.{id(signal)}")
         set_override_source(source)

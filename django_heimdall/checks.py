@@ -9,7 +9,6 @@ W002 ``TASKS`` names a task that is not a ``HeimdallTask``.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +17,7 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, FAIL_CLOSED, FAIL_OPEN, heimdall_settings
-from .policies import OptionError, parse_option
+from .options import OptionError, parse_option, signature_errors
 
 _importing = False
 
@@ -117,12 +116,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         )
 
     prefix = values["KEY_PREFIX"]
-    if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
+    if not isinstance(prefix, str) or not prefix or any(c.isspace() or c in "{}" for c in prefix):
         errors.append(
             _error(
                 "heimdall.E005",
                 f"HEIMDALL['KEY_PREFIX'] is invalid: {prefix!r}.",
-                "Use a non-empty string without spaces, e.g. 'heimdall'.",
+                "Use a non-empty string without spaces or braces, e.g. 'heimdall'.",
             )
         )
     if values["ON_REDIS_ERROR"] not in (FAIL_CLOSED, FAIL_OPEN):
@@ -241,23 +240,13 @@ def _check_unique_on(name: str, task: Any, settings_options: Any) -> list[checks
         ("heimdall={...}", task.heimdall),
         ("HEIMDALL['TASKS']", settings_options),
     ):
-        unique_on = options.get("unique_on") if isinstance(options, Mapping) else None
-        if not isinstance(unique_on, (list, tuple)):
-            continue
-        try:
-            params = inspect.signature(task.run).parameters
-        except (TypeError, ValueError):
-            return errors
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            continue
-        missing = [arg for arg in unique_on if arg not in params]
-        if missing:
-            errors.append(
+        if isinstance(options, Mapping):
+            errors += [
                 _error(
-                    "heimdall.E009",
-                    f"Task {name!r} ({where}), option 'unique_on' names "
-                    f"{', '.join(map(repr, missing))}, which the task does not take.",
-                    f"Use some of: {', '.join(params) or '(none)'}.",
+                    exc.check_id,
+                    f"Task {name!r} ({where}), option {exc.option!r}: {exc.message}",
+                    exc.hint,
                 )
-            )
+                for exc in signature_errors(task, options)
+            ]
     return errors

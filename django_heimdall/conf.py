@@ -64,8 +64,7 @@ class HeimdallSettings:
             raise AttributeError(f"invalid django-heimdall setting {name!r}")
         values = self._values
         if values is None:
-            raw = self.raw
-            values = {**DEFAULTS, **(raw if isinstance(raw, dict) else {})}
+            values = _normalised(self.raw)
             self._values = values
         return values[name]
 
@@ -77,6 +76,19 @@ class HeimdallSettings:
         self._values = None
         for hook in _reload_hooks:
             hook()
+
+
+def _normalised(raw: Any) -> dict[str, Any]:
+    # Consumers rely on the shape; a malformed part is dropped here and reported
+    # by the system checks.
+    values = {**DEFAULTS, **(raw if isinstance(raw, dict) else {})}
+    for name in ("DEFAULTS", "TASKS"):
+        if not isinstance(values[name], dict):
+            values[name] = {}
+    values["TASKS"] = {
+        task: options for task, options in values["TASKS"].items() if isinstance(options, dict)
+    }
+    return values
 
 
 heimdall_settings = HeimdallSettings()

@@ -1,5 +1,5 @@
-"""Database models: admin policy overrides, and two table-less models that give
-the live Redis pages their permissions, content types and admin log entries."""
+"""Database models: admin policy overrides, and table-less models that give the
+live Redis pages their permissions, content types and admin log entries."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from .policies import OPTION_NAMES, OptionError, parse_option
+from . import signals
+from .options import OptionError, parse_option, signature_errors
 
 
 class PolicyOverrideQuerySet(models.QuerySet):
@@ -18,19 +19,20 @@ class PolicyOverrideQuerySet(models.QuerySet):
 
     def update(self, **kwargs: Any) -> int:
         count = super().update(**kwargs)
-        _publish()
+        signals.overrides_changed.send(sender=PolicyOverride)
         return count
 
     def delete(self) -> tuple[int, dict[str, int]]:
         result = super().delete()
-        _publish()
+        signals.overrides_changed.send(sender=PolicyOverride)
         return result
 
 
 class PolicyOverride(models.Model):
     """An operator's live change to one task's policy: the top precedence layer.
 
-    A field left empty (null, or "" for text) inherits the value from the layers below.
+    ``options`` holds only the options it sets, as raw values (callables as
+    dotted paths); every other option inherits from the layers below.
     """
 
     task_name = models.CharField(
@@ -40,30 +42,7 @@ class PolicyOverride(models.Model):
         help_text=_("Registered Celery task name, e.g. reports.tasks.generate_report."),
     )
     enabled = models.BooleanField(_("enabled"), default=True)
-    unique = models.BooleanField(_("unique"), null=True, blank=True)
-    unique_timeout = models.FloatField(
-        _("unique timeout"), null=True, blank=True, help_text=_("Lock lease, in seconds.")
-    )
-    key = models.CharField(
-        _("key function"),
-        max_length=255,
-        blank=True,
-        help_text=_("Dotted path of a callable(args, kwargs) -> str."),
-    )
-    unique_on = models.JSONField(
-        _("unique on"),
-        null=True,
-        blank=True,
-        help_text=_('Argument names as a JSON list, e.g. ["customer_id"]; [] = task name only.'),
-    )
-    unique_raises = models.BooleanField(_("unique raises"), null=True, blank=True)
-    unique_wait_for_expiry = models.BooleanField(_("unique wait for expiry"), null=True, blank=True)
-    rate_limit = models.CharField(
-        _("rate limit"),
-        max_length=255,
-        blank=True,
-        help_text=_("A rate such as 10/m or 2/60s, or the dotted path of a callable."),
-    )
+    options = models.JSONField(_("options"), default=dict, blank=True)
     note = models.TextField(_("note"), blank=True)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -88,18 +67,38 @@ class PolicyOverride(models.Model):
 
     def raw_options(self) -> dict[str, Any]:
         """The options this override sets, as stored (dotted paths unresolved)."""
-        values = {name: getattr(self, name) for name in OPTION_NAMES}
-        return {name: value for name, value in values.items() if value not in (None, "")}
+        return {k: v for k, v in (self.options or {}).items() if v not in (None, "")}
 
     def clean(self) -> None:
-        errors = {}
-        for name, value in self.raw_options().items():
+        errors: dict[str, str] = {}
+        raw = self.raw_options()
+        for name, value in raw.items():
             try:
                 parse_option(name, value, dotted_paths=True)
             except OptionError as exc:
                 errors[name] = f"{exc.message} {exc.hint}"
+        from .services import registered_task
+
+        task = registered_task(self.task_name)
+        if task is not None:
+            for exc in signature_errors(task, raw):
+                errors.setdefault(exc.option, f"{exc.message} {exc.hint}")
         if errors:
             raise ValidationError(errors)
+
+
+class OverrideRevision(models.Model):
+    """One row counting publications, so that two near-simultaneous saves publish
+    in the order their snapshots were read (a stale snapshot never wins)."""
+
+    number = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("override revision")
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return str(self.number)
 
 
 class Lock(models.Model):
@@ -128,20 +127,3 @@ class RateLimitWindow(models.Model):
 
     def __str__(self) -> str:
         return str(self._meta.verbose_name)
-
-
-def _publish() -> None:
-    from .overrides import publish
-
-    # Only what was committed: a rolled-back change must not reach the workers.
-    transaction.on_commit(publish)
-
-
-def _on_change(sender: Any, **kwargs: Any) -> None:
-    _publish()
-
-
-models.signals.post_save.connect(_on_change, sender=PolicyOverride, dispatch_uid="heimdall.save")
-models.signals.post_delete.connect(
-    _on_change, sender=PolicyOverride, dispatch_uid="heimdall.delete"
-)

@@ -1,43 +1,112 @@
 """Admin overrides, from the database to every process.
 
-A change to ``PolicyOverride`` publishes all enabled overrides to Redis with a new
-version number. Every process checks that version at most every
-``OVERRIDES_REFRESH`` seconds (a monotonic-clock comparison on the hot path, one
-GET when due) and re-reads the overrides when it changed, so a change made in the
-admin reaches every worker within that bound, without a restart.
+A committed change to ``PolicyOverride`` publishes a snapshot of the enabled
+overrides to Redis under the next revision number (counted in the database, so a
+stale snapshot never replaces a newer one). Every process checks the revision at
+most every ``OVERRIDES_REFRESH`` seconds (a monotonic-clock comparison on the hot
+path, one GET when due) and re-reads the overrides when it changed, so a change
+made in the admin reaches every worker within that bound, without a restart.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
+
+from django.db import transaction
 
 from .conf import heimdall_settings, on_reload
 from .exceptions import HeimdallUnavailable
-from .policies import OptionError, parse_options
-from .store import get_store
+from .options import OptionError, parse_options
+from .store import Store, get_store
+from .store.scripts import UNAVAILABLE_ERRORS, text, unavailable
 
 logger = logging.getLogger("django_heimdall")
 
 
-def publish() -> str | None:
-    """Publish the enabled overrides of the database; returns the new version, or
-    None when Redis is unreachable (this process then retries at every refresh)."""
-    from .models import PolicyOverride
+class OverrideStorage:
+    """The published overrides in Redis."""
 
-    snapshot = {
-        row.task_name: row.raw_options() for row in PolicyOverride.objects.filter(enabled=True)
-    }
+    def __init__(self, store: Store):
+        self.store = store
+        self.keys = [store.keys.overrides, store.keys.overrides_version]
+
+    def publish(self, revision: int, snapshot: dict[str, dict[str, Any]]) -> bool:
+        pairs = [v for task, opts in snapshot.items() for v in (task, json.dumps(opts))]
+        return bool(self.store.call("publish_overrides", self.keys, [revision, *pairs]))
+
+    def revision(self) -> int | None:
+        try:
+            value = self.store.client.get(self.keys[1])
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(self.store.alias, exc) from exc
+        return None if value is None else int(value)
+
+    def read(self) -> tuple[int | None, dict[str, dict[str, Any]]]:
+        try:
+            pipe = self.store.client.pipeline(transaction=True)
+            pipe.get(self.keys[1])
+            pipe.hgetall(self.keys[0])
+            revision, raw = pipe.execute()
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(self.store.alias, exc) from exc
+        options = {text(task): json.loads(opts) for task, opts in raw.items()}
+        return (None if revision is None else int(revision)), options
+
+
+@dataclass
+class Publication:
+    """The outcome of one publication, filled in when it has run."""
+
+    done: bool = False
+    revision: int | None = None
+    error: str = ""
+
+
+def publish() -> Publication:
+    """Publish the enabled overrides of the database under the next revision."""
+    from .models import OverrideRevision, PolicyOverride
+
+    outcome = Publication()
+    with transaction.atomic():
+        counter, _ = OverrideRevision.objects.select_for_update().get_or_create(pk=1)
+        counter.number += 1
+        counter.save(update_fields=["number"])
+        snapshot = {
+            row.task_name: row.raw_options() for row in PolicyOverride.objects.filter(enabled=True)
+        }
     try:
-        version = get_store().publish_overrides(snapshot)
+        OverrideStorage(get_store()).publish(counter.number, snapshot)
     except HeimdallUnavailable as exc:
         logger.error("policy overrides not published, will retry: %s", exc)
-        source.pending = True
-        return None
-    source.pending = False
-    return version
+        source.publish_failed()
+        outcome.error = str(exc)
+    else:
+        outcome.revision = counter.number
+    outcome.done = True
+    return outcome
+
+
+def publish_on_commit() -> Publication:
+    """Publish once the current transaction commits (a rolled-back change must not
+    reach the workers); the returned object holds the outcome after that."""
+    outcome = Publication()
+
+    def run() -> None:
+        result = publish()
+        outcome.revision, outcome.error, outcome.done = result.revision, result.error, True
+
+    transaction.on_commit(run)
+    return outcome
+
+
+def on_change(sender: Any = None, **kwargs: Any) -> None:
+    """Receiver of every change to ``PolicyOverride`` (connected in ``ready()``)."""
+    publish_on_commit()
 
 
 class OverrideSource:
@@ -45,20 +114,23 @@ class OverrideSource:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._no_database = False
         self.reset()
 
     def reset(self) -> None:
-        self.pending = False  # a change of this process still waits to be published
-        self._version: str | None = None
+        self._republish = False  # this process failed to publish a change: retry
+        self._revision: int | None = None
         self._options: dict[str, dict[str, Any]] = {}
         self._checked = float("-inf")
+        self._database_warned = False
+
+    def publish_failed(self) -> None:
+        self._republish = True
 
     def __call__(self, task_name: str) -> dict[str, Any]:
         return self._options.get(task_name, {})
 
     def refresh(self) -> bool:
-        """Re-read the overrides if their version changed; True if they did."""
+        """Re-read the overrides if their revision changed; True if they did."""
         now = time.monotonic()
         if now - self._checked < heimdall_settings.OVERRIDES_REFRESH:
             return False
@@ -66,40 +138,40 @@ class OverrideSource:
             if now - self._checked < heimdall_settings.OVERRIDES_REFRESH:
                 return False
             self._checked = now
-            store = get_store()
-            if self.pending:
-                self._republish()
+            storage = OverrideStorage(get_store())
             try:
-                version = store.overrides_version()
-                if version is None:
-                    # Lost with a Redis restart or flush: rebuild from the database.
-                    version = self._republish()
-                if version is None:  # nothing published and no database here
+                revision = storage.revision()
+                if self._republish or revision is None:
+                    # A change of ours is unpublished, or Redis lost them (a restart
+                    # or flush): rebuild from the database, if this process has one.
+                    self._publish_from_database()
+                    revision = storage.revision()
+                if revision is None:
                     changed, self._options = bool(self._options), {}
                     return changed
-                if version == self._version:
+                if revision == self._revision:
                     return False
-                _, raw = store.read_overrides()
+                revision, raw = storage.read()
             except HeimdallUnavailable as exc:
                 logger.warning("policy overrides not refreshed: %s", exc)
                 return False
             self._options = self._parse(raw)
-            self._version = version
+            self._revision = revision
             return True
 
-    def _republish(self) -> str | None:
-        if self._no_database:
-            return None
+    def _publish_from_database(self) -> None:
+        self._republish = False
         try:
-            return publish()
-        except Exception:  # no database in this process, or not migrated: stop trying
-            self._no_database = True
-            logger.warning(
-                "policy overrides could not be read from the database; this process "
-                "applies only overrides published by another one",
-                exc_info=True,
-            )
-            return None
+            publish()
+        except Exception:  # no database here, not migrated, or down: retry next time
+            if not self._database_warned:
+                self._database_warned = True
+                logger.warning(
+                    "policy overrides could not be read from the database (run "
+                    "'manage.py migrate'?); this process applies the overrides published "
+                    "by other processes",
+                    exc_info=True,
+                )
 
     @staticmethod
     def _parse(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

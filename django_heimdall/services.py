@@ -1,8 +1,8 @@
-"""Operations on live state, shared by the admin and ``manage.py heimdall``.
+"""The service layer: what the admin and ``manage.py heimdall`` can see and do.
 
-Everything that touches Redis goes through the store; this module adds what the
-two front ends have in common: which tasks exist, effective policies with their
-sources, and owner-checked bulk releases.
+Both front ends import only this module; it reaches Redis through the store and
+adds what they share: which tasks exist, effective policies with their sources,
+and owner-checked releases.
 """
 
 from __future__ import annotations
@@ -14,8 +14,24 @@ from django.core.exceptions import ImproperlyConfigured
 
 from . import policies
 from .conf import heimdall_settings
-from .ratelimits import RateLimit
-from .store import LockInfo, get_store
+from .exceptions import HeimdallUnavailable
+from .options import OPTIONS, display
+from .overrides import publish_on_commit
+from .store import LiveState, LockInfo, LockPage, RatePage, RateWindow, get_store
+
+__all__ = [
+    "HeimdallUnavailable",
+    "LockInfo",
+    "LockPage",
+    "RatePage",
+    "RateWindow",
+    "effective_policies",
+    "live",
+    "publish_on_commit",
+    "registered_task_names",
+    "release_locks",
+    "revoke",
+]
 
 
 class OptionState(NamedTuple):
@@ -39,6 +55,11 @@ class ReleaseResult(NamedTuple):
     gone: list[str]  # identities no longer locked (expired or released meanwhile)
 
 
+def live() -> LiveState:
+    """Listings and bulk changes of the live Redis state."""
+    return LiveState(get_store())
+
+
 def heimdall_tasks() -> dict[str, Any]:
     """Registered tasks whose base is ``HeimdallTask``, by name."""
     from celery import current_app
@@ -59,18 +80,12 @@ def registered_task_names() -> list[str]:
     return sorted(name for name in current_app.tasks if not name.startswith("celery."))
 
 
-def display(value: Any) -> str:
-    """A short, human form of an option value."""
-    if value is None:
-        return "—"
-    if isinstance(value, RateLimit):
-        return str(value)
-    if callable(value):
-        module = getattr(value, "__module__", "")
-        return f"{module}.{getattr(value, '__qualname__', value)}"
-    if isinstance(value, tuple):
-        return repr(list(value))
-    return str(value)
+def registered_task(name: str) -> Any:
+    """The registered task called ``name``, or ``None``."""
+    from celery import current_app
+
+    current_app.loader.import_default_modules()
+    return current_app.tasks.get(name)
 
 
 def effective_policies() -> list[TaskPolicy]:
@@ -79,8 +94,7 @@ def effective_policies() -> list[TaskPolicy]:
     from .models import PolicyOverride
 
     tasks = heimdall_tasks()
-    configured = heimdall_settings.TASKS if isinstance(heimdall_settings.TASKS, dict) else {}
-    names = set(tasks) | set(configured)
+    names = set(tasks) | set(heimdall_settings.TASKS)
     names |= set(PolicyOverride.objects.values_list("task_name", flat=True))
     result = []
     for name in sorted(names):
@@ -92,7 +106,7 @@ def effective_policies() -> list[TaskPolicy]:
             continue
         options = [
             OptionState(option, display(getattr(policy, option)), policy.sources[option])
-            for option in policies.OPTION_NAMES
+            for option in OPTIONS
         ]
         result.append(TaskPolicy(name, task is not None, options))
     return result
@@ -100,25 +114,19 @@ def effective_policies() -> list[TaskPolicy]:
 
 def release_locks(expected: Iterable[tuple[str, str]]) -> ReleaseResult:
     """Release each ``(identity, owner)`` lock if that owner still holds it."""
-    store = get_store()
+    state = live()
     released, taken_over, gone = [], [], []
     for identity, owner in expected:
-        current = store.lock_info(identity)
+        current = state.lock_info(identity)
         if current is None:
             gone.append(identity)
         elif current.owner != owner:
             taken_over.append(current)
-        elif store.release(identity, owner, current.task):
+        elif state.release(identity, owner, current.task):
             released.append(current)
         else:
             gone.append(identity)
     return ReleaseResult(released, taken_over, gone)
-
-
-def release_task_locks(task_name: str, cutoff_ms: int) -> int:
-    """Release the locks of ``task_name`` taken at or before ``cutoff_ms`` (Redis
-    clock): the time the operator was shown what would be released."""
-    return get_store().release_task(task_name, cutoff_ms)
 
 
 def revoke(task_ids: list[str]) -> None:

@@ -5,6 +5,9 @@
   is ``"enqueue"`` (not published) or ``"start"`` (reached a worker, did not run).
 * ``lock_released(task_id, key)`` — the owner gave its lock back.
 * ``throttled(task_id, key, countdown)`` — a start was over a rate limit and deferred.
+
+``overrides_changed`` (sender: the ``PolicyOverride`` model) is internal: a bulk
+change of overrides that sends no model signal.
 """
 
 from django.dispatch import Signal
@@ -13,3 +16,4 @@ lock_acquired = Signal()
 duplicate_blocked = Signal()
 lock_released = Signal()
 throttled = Signal()
+overrides_changed = Signal()

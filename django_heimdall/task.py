@@ -25,7 +25,7 @@ from .exceptions import (
     HeimdallUnavailable,
     RateLimitExceeded,
 )
-from .store import ACQUIRED, DUPLICATE, THROTTLED, Store, get_store
+from .store import Acquired, Started, Store, get_store
 
 logger = logging.getLogger("django_heimdall")
 
@@ -97,7 +97,7 @@ class HeimdallTask(Task):
             )
             return publish()
 
-        if taken.status == DUPLICATE:
+        if taken.status == Acquired.HELD:
             signals.duplicate_blocked.send(
                 sender=self, task_id=task_id, holder=taken.holder, key=ident.lock, stage="enqueue"
             )
@@ -117,13 +117,13 @@ class HeimdallTask(Task):
                 taken.holder,
                 taken.holder,
             )
-        elif taken.status == ACQUIRED:
+        elif taken.status == Acquired.TAKEN:
             signals.lock_acquired.send(sender=self, task_id=task_id, key=ident.lock)
 
         try:
             return publish()
         except BaseException:
-            if taken.status == ACQUIRED:
+            if taken.status == Acquired.TAKEN:
                 self._heimdall_release(store, ident.lock, task_id)
             raise
 
@@ -167,7 +167,7 @@ class HeimdallTask(Task):
 
         if decision.taken:
             signals.lock_acquired.send(sender=self, task_id=request.id, key=lock)
-        if decision.status == DUPLICATE:
+        if decision.status == Started.DUPLICATE:
             logger.warning(
                 "%s[%s] skipped: %s holds its lock", self.name, request.id, decision.holder
             )
@@ -176,7 +176,7 @@ class HeimdallTask(Task):
             )
             raise DuplicateTaskSkipped(decision.holder, lock)
 
-        if decision.status == THROTTLED:
+        if decision.status == Started.THROTTLED:
             signals.throttled.send(
                 sender=self, task_id=request.id, key=ident.rate, countdown=decision.wait
             )

@@ -20,7 +20,12 @@ def heimdall_prefix(settings):
     prefix = f"ht-{uuid.uuid4().hex[:12]}"
     settings.HEIMDALL = {**settings.HEIMDALL, "KEY_PREFIX": prefix}
     yield prefix
-    delete_matching(get_redis_connection("default"), f"{prefix}*", f"_kombu.binding*.{prefix}*")
+    delete_matching(
+        get_redis_connection("default"),
+        f"{{{prefix}}}*",
+        f"{prefix}*",
+        f"_kombu.binding*.{prefix}*",
+    )
 
 
 def delete_matching(client, *patterns):

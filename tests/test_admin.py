@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from django_heimdall.models import PolicyOverride
-from django_heimdall.store import get_store
+from django_heimdall.store import Acquired, get_store
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def hold(
     task="tests.tasks.unique_add",
     args='{"x":1}',
 ):
-    assert get_store().acquire(identity, owner, 60_000, task, args).status == 1
+    assert get_store().acquire(identity, owner, 60_000, task, args).status == Acquired.TAKEN
     return identity, owner
 
 
@@ -257,12 +257,12 @@ def test_rate_windows_are_listed_and_reset_after_confirmation(django_user_model)
 
     page = client.post(RATES_CONFIRM, {"selected": "tests.tasks.limited"})
     assert page.status_code == 200
-    assert store.client.llen(store.rate_key("tests.tasks.limited")) == 2
+    assert store.client.llen(store.keys.rate("tests.tasks.limited")) == 2
     response = client.post(
         RATES_CONFIRM, {"selected": "tests.tasks.limited", "confirm": "yes"}, follow=True
     )
     assert "1 rate-limit window reset." in messages_of(response)
-    assert store.client.llen(store.rate_key("tests.tasks.limited")) == 0
+    assert store.client.llen(store.keys.rate("tests.tasks.limited")) == 0
     assert LogEntry.objects.get().object_id == "tests.tasks.limited"
 
 
@@ -331,7 +331,7 @@ def test_effective_policies_show_values_and_sources(admin_client, settings):
         **settings.HEIMDALL,
         "TASKS": {"tests.tasks.configured_in_settings": {"unique": True}},
     }
-    PolicyOverride.objects.create(task_name="tests.tasks.limited", rate_limit="7/m")
+    PolicyOverride.objects.create(task_name="tests.tasks.limited", options={"rate_limit": "7/m"})
     from django_heimdall.overrides import source
 
     source.reset()  # do not wait for the refresh interval in this test
@@ -343,7 +343,9 @@ def test_effective_policies_show_values_and_sources(admin_client, settings):
 
 
 def test_bulk_enable_and_disable_are_audited(admin_client, django_user_model):
-    override = PolicyOverride.objects.create(task_name="tests.tasks.limited", rate_limit="5/m")
+    override = PolicyOverride.objects.create(
+        task_name="tests.tasks.limited", options={"rate_limit": "5/m"}
+    )
     response = admin_client.post(
         reverse("admin:heimdall_policyoverride_changelist"),
         {"action": "disable", "_selected_action": [override.pk]},
@@ -378,9 +380,41 @@ def test_saving_while_redis_is_down_warns_and_publishes_later(admin_client, priv
     assert response.status_code == 302
     messages = [str(m) for m in admin_client.get(reverse("admin:index")).context["messages"]]
     assert any("Redis is unreachable" in m for m in messages)
-    assert source.pending
 
     private_redis.start()
     source._checked = float("-inf")  # the next refresh is due now
     assert tasks.unique_add.heimdall_policy.unique is False  # published and applied
-    assert not source.pending
+
+
+# -- a custom AdminSite -----------------------------------------------------------------
+
+
+def test_live_pages_work_on_a_custom_admin_site(admin_client):
+    from django_celery_results.models import TaskResult
+
+    identity, owner = hold()
+    TaskResult.objects.create(task_id=owner, status="STARTED")
+    locks = reverse("ops:heimdall_lock_changelist")
+    assert locks.startswith("/ops/")
+    content = admin_client.get(locks).content.decode()
+    assert identity in content
+    assert "taskresult" not in content  # not registered on this site: no link, no 500
+    assert 'action="/ops/heimdall/lock/confirm/"' in content
+
+    response = admin_client.post(
+        reverse("ops:heimdall_lock_confirm"),
+        {"action": "release", "selected": [selected(identity, owner)], "confirm": "1"},
+    )
+    assert response.status_code == 302 and response["Location"].startswith("/ops/")
+    assert get_store().holder(identity) is None
+    for name in ("heimdall_ratelimitwindow_changelist", "heimdall_policyoverride_effective"):
+        assert admin_client.get(reverse(f"ops:{name}")).status_code == 200
+
+
+def test_task_result_link_shows_where_that_admin_is_registered(admin_client):
+    from django_celery_results.models import TaskResult
+
+    _identity, owner = hold()
+    result = TaskResult.objects.create(task_id=owner, status="STARTED")
+    content = admin_client.get(LOCKS).content.decode()
+    assert f"/admin/django_celery_results/taskresult/{result.pk}/change/" in content

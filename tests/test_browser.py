@@ -17,7 +17,7 @@ import pytest
 from django.urls import reverse
 
 from django_heimdall.models import PolicyOverride
-from django_heimdall.store import get_store
+from django_heimdall.store import Acquired, get_store
 
 pytestmark = pytest.mark.browser
 
@@ -80,7 +80,7 @@ def browser():
 def hold(task, owner, arguments):
     preview = json.dumps(arguments, sort_keys=True, separators=(",", ":"))
     identity = f"{task}:{hashlib.sha1(preview.encode()).hexdigest()}"
-    assert get_store().acquire(identity, owner, 600_000, task, preview).status == 1
+    assert get_store().acquire(identity, owner, 600_000, task, preview).status == Acquired.TAKEN
     return identity
 
 
@@ -160,7 +160,7 @@ def test_release_a_lock_in_the_browser(browser, live_server, transactional_db, d
     assert get_store().holder(kept) == kept_owner
 
     # The effective policies, with an admin override.
-    PolicyOverride.objects.create(task_name="tests.tasks.limited", rate_limit="7/m")
+    PolicyOverride.objects.create(task_name="tests.tasks.limited", options={"rate_limit": "7/m"})
     from django_heimdall.overrides import source
 
     source.reset()

@@ -39,7 +39,7 @@ def _hammer(prefix, seconds, times, per, barrier, out):
     import time
 
     from django_heimdall.ratelimits import Rate
-    from django_heimdall.store import STARTED, get_store
+    from django_heimdall.store import Started, get_store
 
     store = get_store()
     store.client.ping()
@@ -51,7 +51,7 @@ def _hammer(prefix, seconds, times, per, barrier, out):
         decision = store.start("hammer", task_name="hammer", rates=(("hammer", rate),))
         first = decision.now_us if first is None else first
         last = decision.now_us
-        if decision.status == STARTED:
+        if decision.status == Started.ADMITTED:
             admitted.append(decision.now_us)
     out.put((admitted, first, last))
 

@@ -16,7 +16,7 @@ def eager(celery_app):
 
 
 def lock_keys(prefix, client):
-    return list(client.scan_iter(match=f"{prefix}:lock:*"))
+    return list(client.scan_iter(match=f"{{{prefix}}}:lock:*"))
 
 
 @pytest.mark.usefixtures("eager")

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from django_heimdall.conf import heimdall_settings
 from django_heimdall.models import PolicyOverride
-from django_heimdall.overrides import source
+from django_heimdall.overrides import OverrideStorage, source
 from django_heimdall.store import get_store
 from django_heimdall.testing import max_in_window
 from tests import tasks
@@ -115,9 +115,9 @@ def test_overrides_lost_with_redis_are_republished_from_the_database(
     django_capture_on_commit_callbacks,
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        PolicyOverride.objects.create(task_name="tests.tasks.unique_add", unique=False)
+        PolicyOverride.objects.create(task_name="tests.tasks.unique_add", options={"unique": False})
     store = get_store()
-    store.client.delete(store.overrides_key, f"{store.overrides_key}:version")
+    store.client.delete(store.keys.overrides, store.keys.overrides_version)
     source.reset()
     assert tasks.unique_add.heimdall_policy.unique is False
-    assert store.overrides_version() is not None
+    assert OverrideStorage(store).revision() is not None

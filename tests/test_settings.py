@@ -9,6 +9,7 @@ from django.test import override_settings
 
 from django_heimdall import policies
 from django_heimdall.conf import heimdall_settings
+from django_heimdall.options import OPTIONS
 from django_heimdall.ratelimits import Rate, RateLimit, parse_rate
 from django_heimdall.store import get_store
 from tests.tasks import per_customer_rate, report_key
@@ -38,7 +39,7 @@ def admin_key(args, kwargs):
 
 def test_builtin_defaults_apply_without_any_configuration(task_name):
     policy = policies.resolve(task_name, None)
-    for option, value in policies.BUILTIN.items():
+    for option, value in {n: o.default for n, o in OPTIONS.items()}.items():
         assert getattr(policy, option) == value
         assert policy.sources[option] == "built-in"
     assert not policy.active
@@ -86,7 +87,7 @@ def test_precedence_builtin_defaults_decorator_settings_admin(settings, task_nam
         "unique": (False, "admin"),
     }
     assert {name: (getattr(policy, name), policy.sources[name]) for name in expected} == expected
-    assert set(policy.sources) == set(policies.OPTION_NAMES)
+    assert set(policy.sources) == set(OPTIONS)
 
 
 def test_each_layer_shows_through_when_the_layers_above_are_removed(
@@ -142,7 +143,7 @@ def test_override_settings_reloads_prefix_policy_and_store(settings, task_name, 
     }
     assert first == heimdall_settings.KEY_PREFIX
     assert policies.resolve(task_name).unique_timeout == 5
-    assert get_store().prefix == first
+    assert get_store().keys.prefix == first
 
     with override_settings(
         HEIMDALL={
@@ -153,18 +154,18 @@ def test_override_settings_reloads_prefix_policy_and_store(settings, task_name, 
     ):
         assert second == heimdall_settings.KEY_PREFIX
         assert policies.resolve(task_name).unique_timeout == 7
-        assert get_store().prefix == second
-        assert get_store().lock_key("x") == f"{second}:lock:x"
+        assert get_store().keys.prefix == second
+        assert get_store().keys.lock("x") == f"{{{second}}}:lock:x"
 
     assert first == heimdall_settings.KEY_PREFIX
     assert policies.resolve(task_name).unique_timeout == 5
-    assert get_store().prefix == first
+    assert get_store().keys.prefix == first
 
 
 def test_settings_fixture_changes_are_seen_by_heimdall_settings(settings, heimdall_prefix):
     # The autouse fixture's prefix is already in effect...
     assert heimdall_prefix == heimdall_settings.KEY_PREFIX
-    assert get_store().prefix == heimdall_prefix
+    assert get_store().keys.prefix == heimdall_prefix
     # ... and so is any further change, including a default filled in when a key goes.
     settings.HEIMDALL = {**settings.HEIMDALL, "ON_REDIS_ERROR": "fail_open"}
     assert heimdall_settings.fail_open is True

@@ -7,7 +7,8 @@ import redis
 from django.core.cache import caches
 
 from django_heimdall.ratelimits import Rate
-from django_heimdall.store import ACQUIRED, DUPLICATE, OWNED, STARTED, THROTTLED, get_store
+from django_heimdall.services import live as store_live
+from django_heimdall.store import Acquired, Started, get_store
 from tests import tasks
 
 
@@ -70,7 +71,7 @@ def test_every_store_decision_is_one_round_trip(count_round_trips):
 
 def test_enqueue_and_duplicate_cost_one_round_trip_each(count_round_trips):
     broker = tasks.redis()  # the broker is the shared server, heimdall the private one
-    queue = f"{get_store().prefix}-unconsumed"
+    queue = f"{get_store().keys.prefix}-unconsumed"
     try:
         first = {}
         assert count_round_trips(
@@ -88,10 +89,10 @@ def test_enqueue_and_duplicate_cost_one_round_trip_each(count_round_trips):
 
 def test_acquire_reports_owner_and_duplicates():
     store = get_store()
-    assert store.acquire("k", "a", 10_000, "t").status == ACQUIRED
-    assert store.acquire("k", "a", 10_000, "t").status == OWNED
+    assert store.acquire("k", "a", 10_000, "t").status == Acquired.TAKEN
+    assert store.acquire("k", "a", 10_000, "t").status == Acquired.OWNED
     dup = store.acquire("k", "b", 10_000, "t")
-    assert (dup.status, dup.holder) == (DUPLICATE, "a")
+    assert (dup.status, dup.holder) == (Acquired.HELD, "a")
     assert 9 < dup.expires_in <= 10
 
 
@@ -110,23 +111,26 @@ def test_start_duplicate_changes_nothing_and_throttle_counts_nothing():
     rate = (("r", Rate(1, 60)),)
     store.acquire("k", "a", 10_000, "t")
     dup = store.start("b", task_name="t", lock="k", lease_ms=10_000, rates=rate)
-    assert (dup.status, dup.holder) == (DUPLICATE, "a")
-    assert store.start("a", task_name="t", lock="k", lease_ms=10_000, rates=rate).status == STARTED
+    assert (dup.status, dup.holder) == (Started.DUPLICATE, "a")
+    assert (
+        store.start("a", task_name="t", lock="k", lease_ms=10_000, rates=rate).status
+        == Started.ADMITTED
+    )
     throttled = store.start("c", task_name="t", lock="k2", lease_ms=10_000, rates=rate)
-    assert throttled.status == THROTTLED
+    assert throttled.status == Started.THROTTLED
     assert 59 < throttled.wait <= 60
     assert store.holder("k2") == "c"  # the deferred task keeps its lock
-    assert store.client.llen(store.rate_key("r")) == 1  # the throttled start was not counted
+    assert store.client.llen(store.keys.rate("r")) == 1  # the throttled start was not counted
 
 
 def test_keys_never_collide_with_django_cache_keys(settings):
-    settings.CACHES["default"]["KEY_PREFIX"] = get_store().prefix
+    settings.CACHES["default"]["KEY_PREFIX"] = get_store().keys.prefix
     cache = caches["default"]
     store = get_store()
     store.acquire("report", "a", 10_000, "t")
     cache.set("lock:report", "cache value")
     cache_key = cache.make_key("lock:report")
-    assert cache_key != store.lock_key("report")
+    assert cache_key != store.keys.lock("report")
     assert store.holder("report") == "a"
     assert cache.get("lock:report") == "cache value"
     store.client.delete(cache_key)
@@ -136,10 +140,10 @@ def test_lock_index_forgets_expired_locks():
     store = get_store()
     store.acquire("short", "a", 1, "t")  # 1 ms lease
     time.sleep(0.01)
-    store.client.zadd(store.index_key("t"), {"stale-member": 1})
+    store.client.zadd(store.keys.index("t"), {"stale-member": 1})
     store.acquire("long", "b", 10_000, "t")
-    members = {m.decode() for m in store.client.zrange(store.index_key("t"), 0, -1)}
-    assert members == {store.lock_key("long")}
+    members = {m.decode() for m in store.client.zrange(store.keys.index("t"), 0, -1)}
+    assert members == {store.keys.lock("long")}
 
 
 def test_lock_pages_cover_every_live_lock_once_in_lease_order():
@@ -152,7 +156,7 @@ def test_lock_pages_cover_every_live_lock_once_in_lease_order():
     time.sleep(0.01)
     seen = []
     for offset in range(0, 30, 7):
-        page = store.locks_page(["t", "u"], offset, 7)
+        page = store_live().locks_page(["t", "u"], offset, 7)
         assert page.total == 24
         seen += [lock.identity for lock in page.locks]
     assert seen == [f"live-{n:02d}" for n in range(23)] + ["other"]
@@ -164,17 +168,20 @@ def test_rate_windows_count_the_current_window_and_the_next_slot():
     for n in range(3):
         store.start(f"t{n}", task_name="t", rates=(("r", rate),))
     store.start("t9", task_name="t", rates=(("free", Rate(5, 60)),))
-    windows = {w.identity: w for w in store.rate_windows()}
+    windows = {w.identity: w for w in store_live().rate_windows().windows}
     assert (windows["r"].times, windows["r"].per, windows["r"].starts) == (3, 60.0, 3)
     assert 59 < windows["r"].next_slot_in <= 60  # full: the next slot is a window away
     assert (windows["free"].starts, windows["free"].next_slot_in) == (1, 0)
-    assert store.reset_rate("r") is True
-    assert "r" not in {w.identity for w in store.rate_windows()}
+    assert store_live().reset_rate("r") is True
+    # A reset window stays listed, with nothing counted, until it would have ended.
+    after = {w.identity: w for w in store_live().rate_windows().windows}
+    assert (after["r"].starts, after["r"].next_slot_in) == (0, 0)
 
 
 def test_rate_registry_forgets_keys_whose_window_expired():
     store = get_store()
     store.start("t", task_name="t", rates=(("short", Rate(1, 0.001)),))
     time.sleep(0.01)
-    assert store.rate_windows() == []
-    assert store.client.hlen(store.rates_key) == 0
+    assert store_live().rate_windows().windows == []
+    assert store.client.hlen(store.keys.rate_details) == 0
+    assert store.client.zcard(store.keys.rates) == 0

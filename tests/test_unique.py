@@ -12,7 +12,7 @@ from kombu.exceptions import OperationalError
 
 from django_heimdall import AlreadyQueuedError, DuplicateTaskSkipped, signals
 from django_heimdall.keys import identity
-from django_heimdall.store import get_store
+from django_heimdall.store import Acquired, get_store
 from tests import tasks
 from tests.conftest import wait_until
 
@@ -28,7 +28,7 @@ def holder_of(task, *args, **kwargs):
 
 
 def lock_keys(prefix, client):
-    return list(client.scan_iter(match=f"{prefix}:lock:*"))
+    return list(client.scan_iter(match=f"{{{prefix}}}:lock:*"))
 
 
 @pytest.fixture
@@ -130,14 +130,16 @@ def test_stale_holder_cannot_release_a_newer_lock(settings, open_gate):
     wait_until(lambda: len(tasks.records("unique_blocking")) == 2, message="second started")
 
     # Both wait on the same gate; lengthen the lease so the second keeps it.
-    get_store().client.pexpire(get_store().lock_key(lock_of(tasks.unique_blocking, "stale")), 60000)
+    get_store().client.pexpire(
+        get_store().keys.lock(lock_of(tasks.unique_blocking, "stale")), 60000
+    )
     open_gate("stale")
     assert first.get(timeout=20) == "stale"
     assert second.get(timeout=20) == "stale"
     assert holder_of(tasks.unique_blocking, "stale") is None  # released by its owner
     # And at store level: a release by a non-owner is refused.
     store = get_store()
-    assert store.acquire("x", "owner-b", 10_000, "t").status == 1
+    assert store.acquire("x", "owner-b", 10_000, "t").status == Acquired.TAKEN
     assert store.release("x", "owner-a", "t") is False
     assert store.holder("x") == "owner-b"
 

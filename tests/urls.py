@@ -1,4 +1,6 @@
 from django.contrib import admin
 from django.urls import path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from tests.admin_site import ops_site
+
+urlpatterns = [path("admin/", admin.site.urls), path("ops/", ops_site.urls)]

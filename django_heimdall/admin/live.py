@@ -23,11 +23,10 @@ from django.urls import path, reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from ..exceptions import HeimdallUnavailable
-from ..services import release_locks, release_task_locks, revoke
-from ..store import get_store
+from ..services import HeimdallUnavailable, live, release_locks, revoke
 
 PER_PAGE = 100
+RATES_SHOWN = 500
 
 
 class LiveAdmin(admin.ModelAdmin):
@@ -58,12 +57,17 @@ class LiveAdmin(admin.ModelAdmin):
             ),
         ]
 
+    def url(self, name: str, *args: Any) -> str:
+        """Reverse an admin URL on this admin's site (which may be a custom one)."""
+        return reverse(f"admin:{name}", args=args, current_app=self.admin_site.name)
+
     def changelist_url(self, **params: Any) -> str:
-        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+        url = self.url(f"{self.opts.app_label}_{self.opts.model_name}_changelist")
         params = {k: v for k, v in params.items() if v}
         return f"{url}?{urlencode(params)}" if params else url
 
     def context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+        request.current_app = self.admin_site.name
         return {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -143,14 +147,14 @@ class LockAdmin(LiveAdmin):
         locks: list[Any] = []
         total, error = 0, ""
         try:
-            store = get_store()
-            counts = store.lock_counts(store.task_names())
+            state = live()
+            counts = state.lock_counts(state.task_names())
             if search:
-                found = store.lock_by_owner(search)
+                found = state.lock_by_owner(search)
                 locks = [found] if found is not None else []
                 total = len(locks)
             else:
-                result = store.locks_page(
+                result = state.locks_page(
                     [task] if task else sorted(counts), (page - 1) * PER_PAGE, PER_PAGE
                 )
                 locks, total = result.locks, result.total
@@ -176,7 +180,7 @@ class LockAdmin(LiveAdmin):
 
     def _rows(self, locks: list[Any]) -> list[dict[str, Any]]:
         results: dict[str, Any] = {}
-        if locks and apps.is_installed("django_celery_results"):
+        if locks and self._results_registered():
             from django_celery_results.models import TaskResult
 
             results = {
@@ -191,23 +195,28 @@ class LockAdmin(LiveAdmin):
                     "lock": lock,
                     "value": json.dumps([lock.identity, lock.owner]),
                     "state": result.status if result is not None else "",
-                    "result_url": reverse(
-                        "admin:django_celery_results_taskresult_change", args=[result.pk]
-                    )
+                    "result_url": self.url("django_celery_results_taskresult_change", result.pk)
                     if result is not None
                     else "",
                 }
             )
         return rows
 
+    def _results_registered(self) -> bool:
+        if not apps.is_installed("django_celery_results"):
+            return False
+        from django_celery_results.models import TaskResult
+
+        return self.admin_site.is_registered(TaskResult)
+
     def confirm(self, request: HttpRequest) -> HttpResponse:
         action = request.POST.get("action", "")
         task = request.POST.get("task", "")
-        store = get_store()
+        state = live()
         if action == "release_task" and task:
-            cutoff = store.now_ms()
-            count = store.lock_counts([task])[task]
-            preview = store.locks_page([task], 0, 20).locks
+            cutoff = state.now_ms()
+            count = state.lock_counts([task])[task]
+            preview = state.locks_page([task], 0, 20).locks
             summary = ngettext(
                 "Release the %(count)d lock of task %(task)s?",
                 "Release all %(count)d locks of task %(task)s?",
@@ -219,7 +228,7 @@ class LockAdmin(LiveAdmin):
             if not pairs:
                 self.message_user(request, _("No lock was selected."), messages.WARNING)
                 return HttpResponseRedirect(self.changelist_url(task=task))
-            preview = [lock for lock in (store.lock_info(i) for i, _owner in pairs) if lock]
+            preview = [lock for lock in (state.lock_info(i) for i, _owner in pairs) if lock]
             count = len(pairs)
             summary = ngettext("Release %(count)d lock?", "Release %(count)d locks?", count) % {
                 "count": count
@@ -238,7 +247,7 @@ class LockAdmin(LiveAdmin):
             action=action,
             hidden=hidden,
             cancel_url=self.changelist_url(task=task),
-            confirm_url=reverse("admin:heimdall_lock_confirm"),
+            confirm_url=self.url("heimdall_lock_confirm"),
         )
         return TemplateResponse(request, "admin/heimdall/confirm.html", context)
 
@@ -251,7 +260,7 @@ class LockAdmin(LiveAdmin):
             except ValueError:
                 self.message_user(request, _("The confirmation was incomplete."), messages.ERROR)
                 return HttpResponseRedirect(self.changelist_url(task=task))
-            count = release_task_locks(task, cutoff)
+            count = live().release_task(task, cutoff)
             self.log(request, task, task, f"Released {count} locks of task {task}")
             self.message_user(
                 request,
@@ -316,7 +325,7 @@ class RateLimitWindowAdmin(LiveAdmin):
         groups: dict[str, list[Any]] = {}
         error = ""
         try:
-            for window in get_store().rate_windows():
+            for window in live().rate_windows(0, RATES_SHOWN).windows:
                 groups.setdefault(window.task, []).append(window)
         except HeimdallUnavailable as exc:
             error = str(exc)
@@ -348,13 +357,13 @@ class RateLimitWindowAdmin(LiveAdmin):
             action="reset",
             hidden=[("selected", identity) for identity in identities],
             cancel_url=self.changelist_url(),
-            confirm_url=reverse("admin:heimdall_ratelimitwindow_confirm"),
+            confirm_url=self.url("heimdall_ratelimitwindow_confirm"),
         )
         return TemplateResponse(request, "admin/heimdall/confirm.html", context)
 
     def apply(self, request: HttpRequest) -> HttpResponse:
-        store = get_store()
-        reset = [i for i in request.POST.getlist("selected") if i and store.reset_rate(i)]
+        state = live()
+        reset = [i for i in request.POST.getlist("selected") if i and state.reset_rate(i)]
         for identity in reset:
             self.log(request, identity, identity, "Reset rate-limit window")
         self.message_user(

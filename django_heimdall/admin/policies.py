@@ -16,9 +16,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..models import PolicyOverride
-from ..overrides import source
-from ..policies import OPTION_NAMES
-from ..services import display, effective_policies, registered_task_names
+from ..options import ADMIN, OPTIONS, SECTIONS
+from ..services import effective_policies, publish_on_commit, registered_task_names
 
 
 class TaskNameInput(forms.TextInput):
@@ -36,22 +35,56 @@ class TaskNameInput(forms.TextInput):
         return context
 
 
-class PolicyOverrideForm(forms.ModelForm):
+def _option_field(option: Any) -> forms.Field:
+    field = option.kind.form_field()
+    field.label = option.name
+    field.help_text = option.help
+    return field
+
+
+class _OverrideFormBase(forms.ModelForm):
+    """The override form: one field per option of the table, left empty to inherit."""
+
     class Meta:
         model = PolicyOverride
-        fields = [
-            "task_name",
-            "enabled",
-            "note",
-            "unique",
-            "unique_timeout",
-            "key",
-            "unique_on",
-            "unique_raises",
-            "unique_wait_for_expiry",
-            "rate_limit",
-        ]
+        fields = ["task_name", "enabled", "note"]
         widgets = {"task_name": TaskNameInput(attrs={"size": 60})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, value in (self.instance.options or {}).items():
+            if name in OPTIONS and name in self.fields:
+                self.initial.setdefault(name, OPTIONS[name].kind.to_form(value))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        options = {}
+        for option in OPTIONS.values():
+            if option.name in self.fields:
+                raw = option.kind.from_form(cleaned.get(option.name))
+                if raw is not None:
+                    options[option.name] = raw
+        self.instance.options = options
+        return cleaned
+
+
+PolicyOverrideForm = type(
+    "PolicyOverrideForm",
+    (_OverrideFormBase,),
+    {name: _option_field(o) for name, o in OPTIONS.items() if ADMIN in o.scopes},
+)
+
+
+def _fieldsets() -> tuple[Any, ...]:
+    sections: dict[str, list[str]] = {}
+    for option in OPTIONS.values():
+        if ADMIN in option.scopes:
+            sections.setdefault(option.section, []).append(option.name)
+    return (
+        (None, {"fields": ("task_name", "enabled", "note")}),
+        *((SECTIONS[name], {"fields": fields}) for name, fields in sections.items()),
+        (_("History"), {"fields": ("updated_by", "updated_at")}),
+    )
 
 
 class PolicyOverrideAdmin(admin.ModelAdmin):
@@ -62,45 +95,30 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
     readonly_fields = ("updated_by", "updated_at")
     actions = ["enable", "disable"]
     change_list_template = "admin/heimdall/policyoverride/change_list.html"
-    fieldsets = (
-        (None, {"fields": ("task_name", "enabled", "note")}),
-        (
-            _("Uniqueness"),
-            {
-                "fields": (
-                    "unique",
-                    "unique_timeout",
-                    "key",
-                    "unique_on",
-                    "unique_raises",
-                    "unique_wait_for_expiry",
-                )
-            },
-        ),
-        (_("Rate limit"), {"fields": ("rate_limit",)}),
-        (_("History"), {"fields": ("updated_by", "updated_at")}),
-    )
+    fieldsets = _fieldsets()
 
     @admin.display(description=_("overrides"))
     def summary(self, obj: PolicyOverride) -> str:
-        return ", ".join(f"{name}={display(value)}" for name, value in obj.raw_options().items())
+        return ", ".join(f"{name}={value}" for name, value in obj.raw_options().items())
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         obj.updated_by = request.user
         super().save_model(request, obj, form, change)
-        self._warn_if_unpublished(request)
+        self._report_publication(request)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         super().delete_model(request, obj)
-        self._warn_if_unpublished(request)
+        self._report_publication(request)
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         super().delete_queryset(request, queryset)
-        self._warn_if_unpublished(request)
+        self._report_publication(request)
 
-    def _warn_if_unpublished(self, request: HttpRequest) -> None:
-        def check() -> None:
-            if source.pending:
+    def _report_publication(self, request: HttpRequest) -> None:
+        outcome = publish_on_commit()
+
+        def report() -> None:
+            if outcome.error:
                 self.message_user(
                     request,
                     _(
@@ -110,7 +128,7 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
                     messages.WARNING,
                 )
 
-        transaction.on_commit(check)
+        transaction.on_commit(report)
 
     def _set_enabled(self, request: HttpRequest, queryset: Any, enabled: bool) -> None:
         """A bulk enable/disable, audited like a save (who, when, log entry)."""
@@ -120,7 +138,7 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
         )
         for obj in changed:
             self.log_change(request, obj, [{"changed": {"fields": ["enabled"]}}])
-        self._warn_if_unpublished(request)
+        self._report_publication(request)
         if enabled:
             message = ngettext("%(count)d override enabled.", "%(count)d overrides enabled.", count)
         else:
@@ -151,13 +169,14 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
         """Every task's effective options and where each comes from."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        request.current_app = self.admin_site.name
         overrides = dict(PolicyOverride.objects.values_list("task_name", "pk"))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": _("Effective task policies"),
             "policies": effective_policies(),
-            "option_names": OPTION_NAMES,
+            "option_names": list(OPTIONS),
             "overrides": overrides,
             "can_add": self.has_add_permission(request),
             "can_view_locks": request.user.has_perm("heimdall.view_lock"),

@@ -12,8 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import HeimdallUnavailable
-from ...services import effective_policies, release_locks, release_task_locks
-from ...store import get_store
+from ...services import effective_policies, live, release_locks
 
 
 class Command(BaseCommand):
@@ -72,9 +71,9 @@ class Command(BaseCommand):
     def handle_locks(self, *, task: str | None, limit: int, json: bool, **options: Any) -> None:
         if limit < 1:
             raise CommandError("--limit must be at least 1.")
-        store = get_store()
-        tasks = [task] if task else store.task_names()
-        page = store.locks_page(tasks, 0, limit)
+        state = live()
+        tasks = [task] if task else state.task_names()
+        page = state.locks_page(tasks, 0, limit)
         rows = [
             {
                 "key": lock.identity,
@@ -109,9 +108,9 @@ class Command(BaseCommand):
         chosen = [bool(identities), bool(task), all]
         if sum(chosen) != 1:
             raise CommandError("Give lock KEYs, or --task NAME, or --all (exactly one of them).")
-        store = get_store()
+        state = live()
         if identities:
-            found = {identity: store.lock_info(identity) for identity in identities}
+            found = {identity: state.lock_info(identity) for identity in identities}
             missing = [identity for identity, lock in found.items() if lock is None]
             if missing:
                 raise CommandError(f"No lock is held for: {', '.join(missing)}")
@@ -121,12 +120,12 @@ class Command(BaseCommand):
             for lock in result.taken_over:
                 self.stderr.write(f"{lock.identity}: re-taken by {lock.owner} meanwhile, kept.")
             return
-        tasks = [task] if task else store.task_names()
-        counts = store.lock_counts(tasks)
+        tasks = [task] if task else state.task_names()
+        counts = state.lock_counts(tasks)
         total = sum(counts.values())
-        cutoff = store.now_ms()
+        cutoff = state.now_ms()
         self._confirm(interactive, f"Release {total} lock(s) of {len(tasks)} task(s)?")
-        released = sum(release_task_locks(name, cutoff) for name in tasks)
+        released = sum(state.release_task(name, cutoff) for name in tasks)
         self.stdout.write(f"{released} lock(s) released.")
 
     def handle_policies(self, *, json: bool, **options: Any) -> None:
@@ -154,7 +153,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {option.name:<24} {option.value:<30} {option.source}")
 
     def handle_rates(self, *, json: bool, **options: Any) -> None:
-        windows = get_store().rate_windows()
+        windows = live().rate_windows(0, 10_000).windows
         if json:
             self._json([window._asdict() for window in windows])
             return
@@ -167,7 +166,7 @@ class Command(BaseCommand):
 
     def handle_reset_rate(self, *, identity: str, interactive: bool, **options: Any) -> None:
         self._confirm(interactive, f"Reset the window of {identity}?")
-        if not get_store().reset_rate(identity):
+        if not live().reset_rate(identity):
             raise CommandError(f"No rate-limit window is open for {identity!r}.")
         self.stdout.write(f"Window of {identity} reset.")
 

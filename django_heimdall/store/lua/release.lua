@@ -1,10 +1,10 @@
 -- Give a unique lock back, only if the caller still owns it (compare-and-delete).
--- KEYS[1] lock hash   KEYS[2] per-task lock index (zset)   KEYS[3] owner pointer
+-- KEYS[1] lock hash   KEYS[2] per-task lock index   KEYS[3] owner pointer
 -- ARGV[1] owner task id
--- Returns 1 if released, 0 if absent or owned by another task.
+-- Returns 30 if released, 31 if absent or owned by another task.
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
   redis.call('DEL', KEYS[1], KEYS[3])
   redis.call('ZREM', KEYS[2], KEYS[1])
-  return 1
+  return 30
 end
-return 0
+return 31

@@ -2,9 +2,11 @@
 -- KEYS: the per-task lock indexes (zsets: lease end ms -> lock key), in display order
 -- ARGV[1] offset   ARGV[2] page size
 -- Returns {now ms, total live locks, rows}; a row is
--- {lock key, owner, task, phase, since ms, argument preview, ms left}.
-local t = redis.call('TIME')
-local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+-- {lock key, owner, task, phase, since ms, argument preview, lease left ms}.
+-- The lock hashes are read by the names the indexes hold; they share the indexes'
+-- hash tag, so this stays within one slot.
+local _, now_ms = clock()
+local now = fmt(now_ms)
 local counts, total = {}, 0
 for i, index in ipairs(KEYS) do
   counts[i] = redis.call('ZCOUNT', index, '(' .. now, '+inf')

@@ -1,10 +1,10 @@
 -- Release a batch of one task's locks that were taken at or before a cutoff, so
 -- that a lock re-taken after the operator confirmed is left alone.
--- KEYS[1] per-task lock index (zset)
+-- KEYS[1] per-task lock index (zset: lease end ms -> lock key)
 -- ARGV[1] cutoff ms   ARGV[2] rank to start at   ARGV[3] batch size
--- ARGV[4] owner-pointer key prefix ("<prefix>:owner:")
--- Returns {released, kept}: kept locks stay in the index, so the next batch
--- starts at rank + kept. A batch shorter than its size means the end was reached.
+-- ARGV[4] owner-pointer key prefix ("{prefix}:owner:")
+-- Returns {released, kept, seen}: kept locks stay in the index, so the next batch
+-- starts at rank + kept; a batch that saw fewer than its size reached the end.
 local members = redis.call('ZRANGE', KEYS[1], ARGV[2], tonumber(ARGV[2]) + tonumber(ARGV[3]) - 1)
 local released, kept = 0, 0
 for _, lock in ipairs(members) do

@@ -1,0 +1,319 @@
+"""The task options: one declaration each, from which everything else derives.
+
+``Policy``, the parsers, the system checks, the admin override form and its
+fieldsets, the effective-policies page and the docs' option table all read
+``OPTIONS``. Adding an option is one ``Option(...)`` line here plus its behaviour.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.utils.module_loading import import_string
+from django.utils.translation import gettext_lazy as _
+
+from .ratelimits import RateLimit
+
+# Where an option may be given.
+DECORATOR = "decorator"
+SETTINGS = "settings"  # HEIMDALL["TASKS"] and HEIMDALL["DEFAULTS"]
+ADMIN = "admin"
+CALL = "call"  # apply_async(..., heimdall={...})
+EVERYWHERE = frozenset({DECORATOR, SETTINGS, ADMIN})
+
+
+class OptionError(ValueError):
+    """An invalid option; carries the system-check id and a one-line hint."""
+
+    def __init__(self, check_id: str, option: str, message: str, hint: str):
+        super().__init__(f"{message} {hint}")
+        self.check_id = check_id
+        self.option = option
+        self.message = message
+        self.hint = hint
+
+
+def _invalid(name: str, message: str, hint: str) -> OptionError:
+    return OptionError("heimdall.E007", name, message, hint)
+
+
+def import_callable(name: str, path: str) -> Any:
+    """Import a dotted path given for option ``name`` (settings, admin)."""
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise OptionError(
+            "heimdall.E008",
+            name,
+            f"'{name}' names {path!r}, which cannot be imported: {exc}.",
+            "Give the dotted path of a module-level callable, e.g. 'myapp.keys.report_key'.",
+        ) from None
+
+
+# -- kinds: how a value is parsed, edited in the admin and shown ----------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How values of one type are parsed, edited and shown."""
+
+    parse: Callable[[str, Any, bool], Any]  # (name, value, dotted_paths) -> parsed
+    form_field: Callable[[], forms.Field]
+    from_form: Callable[[Any], Any] = lambda value: None if value in (None, "") else value
+    to_form: Callable[[Any], Any] = lambda raw: raw
+
+
+def _parse_bool(name: str, value: Any, dotted_paths: bool) -> bool:
+    if not isinstance(value, bool):
+        raise _invalid(
+            name, f"'{name}' must be True or False, not {value!r}.", "Use True or False."
+        )
+    return value
+
+
+def _parse_seconds(name: str, value: Any, dotted_paths: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _invalid(
+            name,
+            f"'{name}' must be a positive number of seconds, not {value!r}.",
+            "Give a number of seconds, e.g. 3600.",
+        )
+    return value
+
+
+def _parse_key(name: str, value: Any, dotted_paths: bool) -> Any:
+    if dotted_paths:
+        if not isinstance(value, str) or not value:
+            raise _invalid(
+                name,
+                f"'{name}' must be a dotted path, not {value!r}.",
+                "Give the dotted path of a callable(args, kwargs) -> str.",
+            )
+        return import_callable(name, value)
+    if callable(value) or (isinstance(value, str) and value):
+        return value
+    raise _invalid(
+        name,
+        f"'{name}' must be a callable(args, kwargs) or a string, not {value!r}.",
+        "Use e.g. lambda args, kwargs: f'report-{args[0]}'.",
+    )
+
+
+def _parse_names(name: str, value: Any, dotted_paths: bool) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(v, str) and v.isidentifier() for v in value
+    ):
+        return tuple(value)
+    raise _invalid(
+        name,
+        f"'{name}' must be a list of argument names, not {value!r}.",
+        "List the task's parameter names, e.g. ['customer_id']; [] means the task name only.",
+    )
+
+
+def _parse_rate_limit(name: str, value: Any, dotted_paths: bool) -> RateLimit:
+    if isinstance(value, RateLimit):
+        return value
+    # Rate strings start with a digit and hold a "/"; dotted paths do neither.
+    if dotted_paths and isinstance(value, str) and "/" not in value and value[:1].isalpha():
+        value = import_callable(name, value)
+    try:
+        return RateLimit(value)
+    except (ValueError, TypeError) as exc:
+        raise _invalid(
+            name,
+            f"'{name}' is invalid: {exc}.",
+            "Use a rate such as '10/m' or '2/60s', (times, per_seconds), or a callable.",
+        ) from None
+
+
+def _names_from_form(value: Any) -> list[str] | None:
+    if value in (None, ""):
+        return None
+    value = value.strip().strip("[]")
+    return [part.strip().strip("'\"") for part in value.split(",") if part.strip()]
+
+
+BOOL = Kind(
+    _parse_bool,
+    lambda: forms.NullBooleanField(
+        required=False,
+        widget=forms.Select(
+            choices=[("unknown", _("(inherit)")), ("true", _("Yes")), ("false", _("No"))]
+        ),
+    ),
+)
+SECONDS = Kind(_parse_seconds, lambda: forms.FloatField(required=False, min_value=0))
+KEY = Kind(_parse_key, lambda: forms.CharField(required=False, max_length=255))
+NAMES = Kind(
+    _parse_names,
+    lambda: forms.CharField(required=False, max_length=1000),
+    from_form=_names_from_form,
+    to_form=lambda raw: None if raw is None else ", ".join(raw),
+)
+RATE_LIMIT = Kind(_parse_rate_limit, lambda: forms.CharField(required=False, max_length=255))
+
+
+# -- the table -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One task option: its name, how it is parsed, where it may be given, its help."""
+
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+    section: str = "unique"
+    scopes: frozenset[str] = EVERYWHERE
+    #: Argument names that must exist in the task's signature (checked by E009).
+    names_arguments: bool = False
+
+    def parse(self, value: Any, *, dotted_paths: bool = False) -> Any:
+        if value is None and self.default is None:
+            return None
+        return self.kind.parse(self.name, value, dotted_paths)
+
+
+SECTIONS = {"unique": _("Uniqueness"), "rate": _("Rate limit")}
+
+OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (
+        Option("unique", BOOL, False, _("One queued-or-running copy per key.")),
+        Option(
+            "unique_timeout",
+            SECONDS,
+            3600,
+            _("Lease of the unique lock, in seconds; a crashed holder blocks at most this long."),
+        ),
+        Option(
+            "key",
+            KEY,
+            None,
+            _(
+                "callable(args, kwargs) -> str or a literal string that replaces task name and "
+                "arguments as the key; makes rate limits per key. In settings and the admin: a "
+                "dotted path."
+            ),
+        ),
+        Option(
+            "unique_on",
+            NAMES,
+            None,
+            _("Argument names that make the key, e.g. customer_id, account_id; [] = task only."),
+            names_arguments=True,
+        ),
+        Option(
+            "unique_raises",
+            BOOL,
+            False,
+            _("A duplicate enqueue raises AlreadyQueuedError instead of returning the holder."),
+        ),
+        Option(
+            "unique_wait_for_expiry",
+            BOOL,
+            False,
+            _("Keep the lock until unique_timeout passes, not until the task ends."),
+        ),
+        Option(
+            "rate_limit",
+            RATE_LIMIT,
+            None,
+            _(
+                "Global limit such as 10/m or 2/60s, RateLimit((times, per)), or a callable "
+                "returning one (a dotted path in settings and the admin)."
+            ),
+            section="rate",
+        ),
+    )
+}
+OPTION_NAMES = tuple(OPTIONS)
+
+
+def unknown_option(name: str) -> OptionError:
+    return OptionError(
+        "heimdall.E006",
+        name,
+        f"'{name}' is not a django-heimdall option.",
+        f"Valid options: {', '.join(OPTION_NAMES)}.",
+    )
+
+
+def parse_option(name: str, value: Any, *, dotted_paths: bool = False) -> Any:
+    """Validate one option and return its parsed value, or raise ``OptionError``.
+
+    ``dotted_paths`` is set for values from settings or the database, where
+    callables are given as import paths.
+    """
+    option = OPTIONS.get(name)
+    if option is None:
+        raise unknown_option(name)
+    return option.parse(value, dotted_paths=dotted_paths)
+
+
+def parse_options(options: Any, *, dotted_paths: bool = False) -> dict[str, Any]:
+    """Parse a whole option mapping; raise the first ``OptionError``."""
+    if not isinstance(options, Mapping):
+        raise _invalid(
+            "*",
+            f"task options must be a dict, not {options!r}.",
+            "Give a dict like {'unique': True}.",
+        )
+    return {
+        name: parse_option(name, value, dotted_paths=dotted_paths)
+        for name, value in options.items()
+    }
+
+
+def signature_errors(task: Any, options: Mapping[str, Any]) -> list[OptionError]:
+    """Options naming arguments that ``task`` does not take (check E009)."""
+    try:
+        params = inspect.signature(task.run).parameters
+    except (TypeError, ValueError):
+        return []
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return []
+    errors = []
+    for name, value in options.items():
+        option = OPTIONS.get(name)
+        if option is None or not option.names_arguments or not isinstance(value, (list, tuple)):
+            continue
+        missing = ", ".join(repr(arg) for arg in value if arg not in params)
+        if missing:
+            errors.append(
+                OptionError(
+                    "heimdall.E009",
+                    name,
+                    f"'{name}' names {missing}, which the task does not take.",
+                    f"Use some of: {', '.join(params) or '(none)'}.",
+                )
+            )
+    return errors
+
+
+def display(value: Any) -> str:
+    """A short, human form of an option value."""
+    if value is None:
+        return "—"
+    if isinstance(value, RateLimit):
+        return str(value)
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
+    if isinstance(value, tuple):
+        return repr(list(value))
+    return str(value)
+
+
+def markdown_table() -> str:
+    """The option table of ``docs/options.md`` (a test keeps the two in step)."""
+    rows = ["| option | default | where | meaning |", "|---|---|---|---|"]
+    for option in OPTIONS.values():
+        scopes = ", ".join(sorted(option.scopes))
+        rows.append(f"| `{option.name}` | `{option.default!r}` | {scopes} | {option.help} |")
+    return "\n".join(rows)

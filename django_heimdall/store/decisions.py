@@ -1,0 +1,148 @@
+"""The hot-path decisions: take, confirm, renew and give back locks, count starts.
+
+Each method is one script call (one round trip) that reads the Redis clock,
+decides and writes atomically.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+from ..ratelimits import Rate
+from . import scripts
+from .layout import Layout
+
+
+class Acquired(IntEnum):
+    """Outcome of taking a lock at enqueue."""
+
+    TAKEN = 10
+    OWNED = 11  # already this owner's (a retry re-sending itself)
+    HELD = 12  # another task holds it
+
+
+class Started(IntEnum):
+    """Outcome of the start check."""
+
+    ADMITTED = 20
+    DUPLICATE = 21
+    THROTTLED = 22
+
+
+class Released(IntEnum):
+    RELEASED = 30
+    NOT_OWNER = 31
+
+
+class Renewed(IntEnum):
+    RENEWED = 40
+    LOST = 41
+
+
+class Acquire(NamedTuple):
+    status: Acquired
+    holder: str
+    expires_in: float  # seconds left of the holder's lease
+
+
+class Start(NamedTuple):
+    status: Started
+    holder: str | None
+    wait: float  # seconds: until the holder's lease ends (DUPLICATE) or a slot frees
+    now_us: int  # the Redis clock when the decision was taken
+    taken: bool = False  # the lock was free and this start took it
+
+
+class Store:
+    """Locks and rate-limit windows of one cache alias under one key prefix."""
+
+    def __init__(self, alias: str, prefix: str):
+        self.alias = alias
+        self.keys = Layout(prefix)
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The writable redis-py client of the cache alias (its pool is shared)."""
+        if self._client is None:
+            from django_redis import get_redis_connection
+
+            self._client = get_redis_connection(self.alias, write=True)
+        return self._client
+
+    def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return scripts.call(self.client, self.alias, name, keys, args)
+
+    def acquire(
+        self,
+        identity: str,
+        owner: str,
+        lease_ms: int,
+        task_name: str,
+        preview: str = "",
+        renew: bool = True,
+    ) -> Acquire:
+        """Take the lock of ``identity`` for ``owner``, or report its holder."""
+        status, holder, pttl = self.call(
+            "acquire",
+            self.keys.lock_keys(identity, task_name, owner),
+            [owner, lease_ms, "1" if renew else "0", task_name, preview],
+        )
+        return Acquire(Acquired(status), scripts.text(holder), max(0, pttl) / 1000)
+
+    def start(
+        self,
+        owner: str,
+        *,
+        task_name: str,
+        lock: str | None = None,
+        lease_ms: int = 0,
+        renew: bool = True,
+        preview: str = "",
+        rates: tuple[tuple[str, Rate], ...] = (),
+    ) -> Start:
+        """Decide whether ``owner`` may start: lock ``lock`` (an identity, if unique)
+        and count one start against every ``(identity, rate)`` in ``rates``."""
+        keys: list[str] = []
+        if lock is not None:
+            keys += self.keys.lock_keys(lock, task_name, owner)
+        if rates:
+            keys += [self.keys.rates, self.keys.rate_details]
+        args: list[Any] = [
+            "1" if lock is not None else "0",
+            owner,
+            lease_ms,
+            "1" if renew else "0",
+            task_name,
+            preview,
+        ]
+        for identity, rate in rates:
+            keys.append(self.keys.rate(identity))
+            args += [rate.times, int(rate.per * 1_000_000), identity]
+        status, holder, wait_ms, now_us, taken = self.call("start", keys, args)
+        return Start(
+            Started(status), scripts.text(holder), max(0, wait_ms) / 1000, int(now_us), bool(taken)
+        )
+
+    def release(self, identity: str, owner: str, task_name: str) -> bool:
+        """Delete the lock of ``identity`` if ``owner`` still holds it."""
+        keys = self.keys
+        status = self.call(
+            "release", [keys.lock(identity), keys.index(task_name), keys.owner(owner)], [owner]
+        )
+        return status == Released.RELEASED
+
+    def renew(self, identity: str, owner: str, lease_ms: int, task_name: str) -> bool:
+        """Extend the lease of ``identity`` if ``owner`` still holds it."""
+        status = self.call(
+            "renew", self.keys.lock_keys(identity, task_name, owner), [owner, lease_ms, task_name]
+        )
+        return status == Renewed.RENEWED
+
+    def holder(self, identity: str) -> str | None:
+        """Task id holding the lock of ``identity``, if any."""
+        try:
+            return scripts.text(self.client.hget(self.keys.lock(identity), "owner"))
+        except scripts.UNAVAILABLE_ERRORS as exc:
+            raise scripts.unavailable(self.alias, exc) from exc

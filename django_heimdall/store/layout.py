@@ -1,0 +1,63 @@
+"""Names of every Redis key, under one ``{prefix}`` hash tag.
+
+All keys of one prefix hash to one slot, so every script (which may touch a lock,
+its task's index and several rate logs at once) works unchanged on Redis Cluster.
+Django cache keys look like ``<prefix>:<version>:<key>``; ours start with ``{``.
+"""
+
+from __future__ import annotations
+
+
+class Layout:
+    """Key names of one prefix."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.tag = "{" + prefix + "}"
+
+    def lock(self, identity: str) -> str:
+        return f"{self.tag}:lock:{identity}"
+
+    def identity_of(self, lock_key: str) -> str:
+        return lock_key[len(self.tag) + len(":lock:") :]
+
+    def index(self, task_name: str) -> str:
+        return f"{self.tag}:locks:{task_name}"
+
+    @property
+    def tasks(self) -> str:
+        return f"{self.tag}:tasks"
+
+    @property
+    def owner_prefix(self) -> str:
+        return f"{self.tag}:owner:"
+
+    def owner(self, task_id: str) -> str:
+        return f"{self.owner_prefix}{task_id}"
+
+    def lock_keys(self, identity: str, task_name: str, owner: str) -> list[str]:
+        """The keys of one lock, in the order the lock scripts take them."""
+        return [self.lock(identity), self.index(task_name), self.tasks, self.owner(owner)]
+
+    @property
+    def rate_prefix(self) -> str:
+        return f"{self.tag}:rate:"
+
+    def rate(self, identity: str) -> str:
+        return f"{self.rate_prefix}{identity}"
+
+    @property
+    def rates(self) -> str:
+        return f"{self.tag}:rates"
+
+    @property
+    def rate_details(self) -> str:
+        return f"{self.tag}:rates:details"
+
+    @property
+    def overrides(self) -> str:
+        return f"{self.tag}:overrides"
+
+    @property
+    def overrides_version(self) -> str:
+        return f"{self.tag}:overrides:version"

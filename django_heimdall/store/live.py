@@ -1,0 +1,181 @@
+"""Live state for the admin and ``manage.py heimdall``: listings and bulk changes.
+
+Not on any task's hot path; a page may take a few round trips. Listings read the
+indexes the decision scripts keep, never ``KEYS`` or ``SCAN``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from . import scripts
+from .decisions import Store
+
+
+class LockInfo(NamedTuple):
+    """A held lock, as the admin and the command show it."""
+
+    identity: str
+    owner: str
+    task: str
+    phase: str  # "queued" or "running"
+    since: datetime.datetime
+    args: str
+    expires_in: float  # seconds
+
+
+class LockPage(NamedTuple):
+    total: int
+    locks: list[LockInfo]
+
+
+class RateWindow(NamedTuple):
+    """The state of one rate-limit key on the Redis clock."""
+
+    identity: str
+    task: str
+    times: int
+    per: float  # seconds
+    starts: int  # starts counted in the window that ends now
+    next_slot_in: float  # seconds until another start is allowed (0: now)
+
+
+class RatePage(NamedTuple):
+    total: int
+    windows: list[RateWindow]
+
+
+def _datetime(ms: Any) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(int(ms or 0) / 1000, tz=datetime.timezone.utc)
+
+
+class LiveState:
+    """Reads and owner-checked bulk operations over one store."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.keys = store.keys
+
+    @contextlib.contextmanager
+    def _redis(self) -> Iterator[Any]:
+        try:
+            yield self.store.client
+        except scripts.UNAVAILABLE_ERRORS as exc:
+            raise scripts.unavailable(self.store.alias, exc) from exc
+
+    def now_ms(self) -> int:
+        """The Redis clock, in ms."""
+        with self._redis() as client:
+            sec, usec = client.time()
+        return sec * 1000 + usec // 1000
+
+    def task_names(self) -> list[str]:
+        """Every task holding a live lock under this prefix."""
+        now = self.now_ms()
+        with self._redis() as client:
+            names = client.zrangebyscore(self.keys.tasks, f"({now}", "+inf")
+        return sorted(scripts.text(name) for name in names)
+
+    def lock_counts(self, tasks: list[str]) -> dict[str, int]:
+        """Live locks per task."""
+        now = self.now_ms()
+        with self._redis() as client:
+            pipe = client.pipeline(transaction=False)
+            for task in tasks:
+                pipe.zcount(self.keys.index(task), f"({now}", "+inf")
+            return dict(zip(tasks, pipe.execute(), strict=True))
+
+    def locks_page(self, tasks: list[str], offset: int, limit: int) -> LockPage:
+        """Live locks of ``tasks`` (in that order, then by lease end), one page."""
+        if not tasks:
+            return LockPage(0, [])
+        keys = [self.keys.index(task) for task in tasks]
+        _now, total, rows = self.store.call("locks_page", keys, [offset, limit])
+        return LockPage(total, [self._lock_info(*row) for row in rows])
+
+    def _lock_info(
+        self, key: Any, owner: Any, task: Any, phase: Any, since: Any, args: Any, pttl: Any
+    ) -> LockInfo:
+        return LockInfo(
+            identity=self.keys.identity_of(scripts.text(key)),
+            owner=scripts.text(owner),
+            task=scripts.text(task),
+            phase=scripts.text(phase),
+            since=_datetime(scripts.text(since)),
+            args=scripts.text(args) or "",
+            expires_in=max(0, int(pttl)) / 1000,
+        )
+
+    def lock_info(self, identity: str) -> LockInfo | None:
+        """The lock of ``identity``, if it is held."""
+        key = self.keys.lock(identity)
+        with self._redis() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.hmget(key, "owner", "task", "phase", "since", "args")
+            pipe.pttl(key)
+            fields, pttl = pipe.execute()
+        if fields[0] is None:
+            return None
+        return self._lock_info(key, *fields, pttl)
+
+    def lock_by_owner(self, task_id: str) -> LockInfo | None:
+        """The lock held by task ``task_id``, if any."""
+        with self._redis() as client:
+            key = client.get(self.keys.owner(task_id))
+        if key is None:
+            return None
+        info = self.lock_info(self.keys.identity_of(scripts.text(key)))
+        return info if info is not None and info.owner == task_id else None
+
+    def holder(self, identity: str) -> str | None:
+        """Task id holding the lock of ``identity``, if any."""
+        with self._redis() as client:
+            return scripts.text(client.hget(self.keys.lock(identity), "owner"))
+
+    def release(self, identity: str, owner: str, task_name: str) -> bool:
+        return self.store.release(identity, owner, task_name)
+
+    def release_task(self, task_name: str, cutoff_ms: int, batch: int = 1000) -> int:
+        """Release every lock of ``task_name`` taken at or before ``cutoff_ms`` (Redis
+        clock), in batches so that Redis is never blocked for long."""
+        released, rank = 0, 0
+        while True:
+            done, kept, seen = self.store.call(
+                "release_task",
+                [self.keys.index(task_name)],
+                [cutoff_ms, rank, batch, self.keys.owner_prefix],
+            )
+            released += done
+            rank += kept
+            if seen < batch:
+                return released
+
+    def rate_windows(self, offset: int = 0, limit: int = 100) -> RatePage:
+        """Rate-limit keys that counted a start in their current window, one page."""
+        now, total, rows = self.store.call(
+            "rate_windows",
+            [self.keys.rates, self.keys.rate_details],
+            [offset, limit, self.keys.rate_prefix],
+        )
+        now = int(now)
+        windows = []
+        for identity, details, starts, oldest in rows:
+            task, times, window = [*scripts.text(details).split("\t"), "", "0", "0"][:3]
+            oldest = int(oldest)
+            window_us = int(window)
+            wait = max(0, oldest + window_us - now) if oldest >= 0 else 0
+            windows.append(
+                RateWindow(
+                    scripts.text(identity), task, int(times), window_us / 1e6, starts, wait / 1e6
+                )
+            )
+        return RatePage(int(total), windows)
+
+    def reset_rate(self, identity: str) -> bool:
+        """Forget the starts counted for ``identity``: its window is empty again (it
+        stays listed, with 0 starts, until the window would have ended)."""
+        with self._redis() as client:
+            return bool(client.delete(self.keys.rate(identity)))

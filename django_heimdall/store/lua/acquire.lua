@@ -1,0 +1,22 @@
+-- Take a unique lock at enqueue.
+-- KEYS[1] lock hash   KEYS[2] per-task lock index   KEYS[3] task registry
+-- KEYS[4] owner pointer (task id -> lock key)
+-- ARGV[1] owner task id   ARGV[2] lease ms   ARGV[3] "1" to renew an owned lease
+-- ARGV[4] task name   ARGV[5] argument preview
+-- Returns {status, holder, lease left ms}: status 10 = taken now, 11 = already held
+-- by this owner (a retry re-sending itself), 12 = held by another task.
+local holder = redis.call('HGET', KEYS[1], 'owner')
+if holder and holder ~= ARGV[1] then
+  return {12, holder, redis.call('PTTL', KEYS[1])}
+end
+local lease = tonumber(ARGV[2])
+local _, now_ms = clock()
+if not holder then
+  take_lock(KEYS, ARGV[1], ARGV[4], ARGV[5], lease, now_ms)
+  return {10, ARGV[1], lease}
+end
+redis.call('HSET', KEYS[1], 'phase', 'queued')
+if ARGV[3] == '1' then
+  extend_lock(KEYS, ARGV[4], lease, now_ms)
+end
+return {11, holder, redis.call('PTTL', KEYS[1])}

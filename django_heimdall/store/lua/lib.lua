@@ -1,0 +1,45 @@
+-- Helpers joined in front of every script at load time, so that the lock-taking
+-- code exists once. Keys of one script share the "{prefix}" hash tag (one slot).
+
+-- The Redis clock, in whole µs and ms since the epoch.
+local function clock()
+  local t = redis.call('TIME')
+  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  return us, math.floor(us / 1000)
+end
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+-- List `lock` in its task's index (zset: lease end ms -> lock key) and the task in
+-- the registry (zset: latest lease end ms -> task name) until `until_ms`. Entries
+-- whose lease ended are pruned here, and both zsets expire with their last lease,
+-- so neither grows beyond the live locks.
+local function index_lock(index, tasks, lock, task, until_ms, now_ms)
+  redis.call('ZADD', index, fmt(until_ms), lock)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', fmt(now_ms))
+  redis.call('ZADD', tasks, 'GT', fmt(until_ms), task)
+  redis.call('ZREMRANGEBYSCORE', tasks, '-inf', fmt(now_ms))
+  for _, key in ipairs({index, tasks}) do
+    if redis.call('PTTL', key) < until_ms - now_ms then
+      redis.call('PEXPIREAT', key, until_ms)
+    end
+  end
+end
+
+-- Take the free lock `keys` = {lock, index, tasks, owner pointer} for `owner`.
+local function take_lock(keys, owner, task, preview, lease, now_ms)
+  redis.call('HSET', keys[1], 'owner', owner, 'task', task, 'phase', 'queued',
+    'since', fmt(now_ms), 'args', preview)
+  redis.call('PEXPIRE', keys[1], lease)
+  redis.call('SET', keys[4], keys[1], 'PX', lease)
+  index_lock(keys[2], keys[3], keys[1], task, now_ms + lease, now_ms)
+end
+
+-- Extend the lease of a lock this owner holds.
+local function extend_lock(keys, task, lease, now_ms)
+  redis.call('PEXPIRE', keys[1], lease)
+  redis.call('PEXPIRE', keys[4], lease)
+  index_lock(keys[2], keys[3], keys[1], task, now_ms + lease, now_ms)
+end

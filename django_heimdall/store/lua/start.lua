@@ -1,0 +1,70 @@
+-- Decide whether a task may start now: unique check, then every rate limit.
+-- KEYS: when ARGV[1] == "1", first the lock hash, the per-task lock index, the task
+--       registry and the owner pointer; then, when there are rate limits, the rate
+--       registry (zset: window end ms -> identity), its details (hash: identity ->
+--       "task\ttimes\twindow µs") and one sliding-window log per limit (a list of
+--       start times in µs, newest first, capped at `times` entries).
+-- ARGV[1] "1" if the task is unique   ARGV[2] task id   ARGV[3] lease ms
+-- ARGV[4] "1" to renew the lease when the task starts   ARGV[5] task name
+-- ARGV[6] argument preview   then per rate limit: times, window µs, identity
+-- Returns {status, holder, wait ms, now µs, taken}: status 20 = start (the lock is
+-- ours and the start was counted in every window), 21 = duplicate (another task
+-- holds the lock, wait = its lease left; nothing changed), 22 = over a rate limit,
+-- retry after wait (the lock, if any, is kept for this task; nothing was counted);
+-- taken = 1 when this call took a free lock (the task came without one).
+local now, now_ms = clock()
+local unique = ARGV[1] == '1'
+local owner = ARGV[2]
+local lease = tonumber(ARGV[3])
+local first = 0  -- KEYS[first + 1] is the rate registry
+local taken = 0
+if unique then
+  first = 4
+  local holder = redis.call('HGET', KEYS[1], 'owner')
+  if holder and holder ~= owner then
+    return {21, holder, redis.call('PTTL', KEYS[1]), fmt(now), 0}
+  end
+  if not holder then
+    -- Started without a lock (send_task, beat, an expired lease): take it now.
+    taken = 1
+    take_lock(KEYS, owner, ARGV[5], ARGV[6], lease, now_ms)
+  end
+end
+-- Limit i has its log at KEYS[first + 2 + i] and its values at ARGV[4 + 3i .. 6 + 3i].
+local limits = (#ARGV - 6) / 3
+local wait = 0
+for i = 1, limits do
+  local times = tonumber(ARGV[4 + 3 * i])
+  -- The times-th most recent start must lie a whole window in the past.
+  local oldest = redis.call('LINDEX', KEYS[first + 2 + i], times - 1)
+  if oldest then
+    wait = math.max(wait, tonumber(oldest) + tonumber(ARGV[5 + 3 * i]) - now)
+  end
+end
+if wait > 0 then
+  return {22, owner, math.ceil(wait / 1000), fmt(now), taken}
+end
+for i = 1, limits do
+  local log, times, window = KEYS[first + 2 + i], ARGV[4 + 3 * i], tonumber(ARGV[5 + 3 * i])
+  local identity = ARGV[6 + 3 * i]
+  redis.call('LPUSH', log, fmt(now))
+  redis.call('LTRIM', log, 0, tonumber(times) - 1)
+  redis.call('PEXPIRE', log, math.ceil(window / 1000))
+  redis.call('ZADD', KEYS[first + 1], fmt(now_ms + math.ceil(window / 1000)), identity)
+  redis.call('HSET', KEYS[first + 2], identity, ARGV[5] .. '\t' .. times .. '\t' .. fmt(window))
+end
+if limits > 0 then
+  -- Forget registry entries whose window emptied (a few per start: bounded work).
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[first + 1], '-inf', fmt(now_ms), 'LIMIT', 0, 16)
+  if #gone > 0 then
+    redis.call('ZREM', KEYS[first + 1], unpack(gone))
+    redis.call('HDEL', KEYS[first + 2], unpack(gone))
+  end
+end
+if unique then
+  redis.call('HSET', KEYS[1], 'phase', 'running')
+  if ARGV[4] == '1' then
+    extend_lock(KEYS, ARGV[5], lease, now_ms)
+  end
+end
+return {20, owner, 0, fmt(now), taken}

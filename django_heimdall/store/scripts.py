@@ -1,0 +1,86 @@
+"""Lua scripts: loaded once, called through the client's connection pool.
+
+Each script is ``lib.lua`` (shared helpers) followed by its own file. A call is
+one ``EVALSHA`` on a connection checked out of the django-redis client's pool and
+returned to it; after a Redis restart or ``SCRIPT FLUSH`` the ``NoScriptError`` is
+answered with one ``EVAL``, which also loads the script again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from importlib import resources
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from ..exceptions import HeimdallUnavailable
+
+# Errors that mean "Redis is not usable right now", as opposed to a bug.
+UNAVAILABLE_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,  # a failover left us talking to a replica
+    redis_errors.OutOfMemoryError,  # maxmemory reached under noeviction: treated as down
+)
+
+NAMES = (
+    "acquire",
+    "locks_page",
+    "publish_overrides",
+    "rate_windows",
+    "release",
+    "release_task",
+    "renew",
+    "start",
+)
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
+
+
+_LIB = _read("lib")
+SOURCES = {name: f"{_LIB}\n{_read(name)}" for name in NAMES}
+SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SOURCES.items()}
+
+
+def unavailable(alias: str, exc: BaseException) -> HeimdallUnavailable:
+    return HeimdallUnavailable(f"Redis of cache alias {alias!r} is unreachable: {exc}")
+
+
+# A full pool (``max_connections``) is waited out for up to this many seconds.
+POOL_WAIT = 2.0
+
+
+def call(client: Any, alias: str, name: str, keys: list[str], args: list[Any]) -> Any:
+    """Run script ``name``.
+
+    A connection the pool handed out broken (the server restarted since it was
+    last used) is discarded by redis-py, and one retry gets a fresh one. A pool at
+    its ``max_connections`` is waited out briefly, as a blocking pool would. Other
+    errors of an unusable Redis raise ``HeimdallUnavailable``.
+    """
+    retried, waited, pause = False, 0.0, 0.001
+    while True:
+        try:
+            try:
+                return client.evalsha(SHAS[name], len(keys), *keys, *args)
+            except redis_errors.NoScriptError:
+                return client.eval(SOURCES[name], len(keys), *keys, *args)
+        except redis_errors.ConnectionError as exc:
+            if "Too many connections" in str(exc) and waited < POOL_WAIT:
+                time.sleep(pause)
+                waited, pause = waited + pause, min(pause * 2, 0.05)
+                continue
+            if retried:
+                raise unavailable(alias, exc) from exc
+            retried = True
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(alias, exc) from exc
+
+
+def text(value: Any) -> Any:
+    """A reply as ``str`` (the client may not decode responses)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,11 @@
+"""A custom AdminSite with django-heimdall's admins and without TaskResult's."""
+
+from django.contrib.admin import AdminSite
+
+from django_heimdall.admin import LockAdmin, PolicyOverrideAdmin, RateLimitWindowAdmin
+from django_heimdall.models import Lock, PolicyOverride, RateLimitWindow
+
+ops_site = AdminSite(name="ops")
+ops_site.register(PolicyOverride, PolicyOverrideAdmin)
+ops_site.register(Lock, LockAdmin)
+ops_site.register(RateLimitWindow, RateLimitWindowAdmin)
