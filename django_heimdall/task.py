@@ -1,19 +1,21 @@
 """``HeimdallTask``: the Celery base class that applies a task's policy.
 
-Enqueue (``apply_async``) takes the unique lock; the start (``__call__`` on the
-worker) confirms or takes the lock and counts the start against the rate limits;
-the end releases the lock. Each of these is one call into the store.
+Enqueue (``apply_async``) takes the unique lock and writes its key into the
+message (header ``heimdall_lock``); the start (``__call__`` on the worker) confirms
+that lock, or takes one, for this execution and counts the start against the rate
+limits; the end gives the lock back through its owner. Each is one store call.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
-import random
+import os
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Reject, Retry
 from celery.signals import task_failure, task_revoked
 from kombu.utils.uuid import uuid
 
@@ -22,15 +24,35 @@ from .conf import heimdall_settings
 from .exceptions import (
     AlreadyQueuedError,
     DuplicateTaskSkipped,
+    HeimdallError,
     HeimdallUnavailable,
     RateLimitExceeded,
 )
-from .store import Acquired, Started, Store, get_store
+from .store import Acquired, Released, Started, get_store
 
 logger = logging.getLogger("django_heimdall")
 
-# Options that make a call part of a canvas (chain, group, chord, callbacks).
-_CANVAS_OPTIONS = ("chain", "chord", "group_id")
+#: Message header carrying the lock key taken at enqueue.
+LOCK_HEADER = "heimdall_lock"
+
+
+def _in_canvas(link: Any, link_error: Any, options: dict[str, Any]) -> bool:
+    # Celery applies a chain's last step with chain=[]: present, though empty.
+    return bool(
+        link or link_error or "chain" in options or options.get("chord") or options.get("group_id")
+    )
+
+
+def _delay_ms(options: dict[str, Any]) -> int:
+    """How long the message waits before it may start (countdown / eta)."""
+    countdown = options.get("countdown")
+    if countdown:
+        return max(0, int(float(countdown) * 1000))
+    eta = options.get("eta")
+    if isinstance(eta, datetime.datetime):
+        now = datetime.datetime.now(tz=eta.tzinfo or None)
+        return max(0, int((eta - now).total_seconds() * 1000))
+    return 0
 
 
 class HeimdallTask(Task):
@@ -64,30 +86,42 @@ class HeimdallTask(Task):
         **options,
     ):
         policy = self.heimdall_policy
-        if not policy.unique:
+        request = self.request
+        retrying = task_id is not None and task_id == request.id
+        carried = getattr(request, LOCK_HEADER, None) if retrying else None
+        if not policy.unique and carried is None:
             return super().apply_async(
                 args, kwargs, task_id, producer, link, link_error, shadow, **options
             )
+        generated = task_id is None
         task_id = task_id or uuid()
+        try:
+            ident = keys.identity(self, policy, args, kwargs)
+        except Exception as exc:
+            raise HeimdallError(f"{self.name}: the unique key cannot be computed: {exc}") from exc
+        # A retry keeps the key it was enqueued with, whatever the policy says now.
+        lock = carried or ident.lock
+        options["headers"] = {**(options.get("headers") or {}), LOCK_HEADER: lock}
 
         def publish():
             return super(HeimdallTask, self).apply_async(
                 args, kwargs, task_id, producer, link, link_error, shadow, **options
             )
 
-        ident = keys.identity(self, policy, args, kwargs)
         store = get_store()
+        keep = policy.unique_wait_for_expiry
         try:
             taken = store.acquire(
-                ident.lock,
+                lock,
                 task_id,
-                policy.unique_timeout_ms,
+                policy.unique_timeout_ms + _delay_ms(options),
                 self.name,
                 ident.preview,
-                renew=not policy.unique_wait_for_expiry,
+                renew=not keep,
+                keep=keep,
             )
         except HeimdallUnavailable as exc:
-            if not heimdall_settings.fail_open and task_id != self.request.id:
+            if not heimdall_settings.fail_open and not retrying:
                 logger.error("%s[%s] not published: %s (fail closed)", self.name, task_id, exc)
                 raise
             # Fail open, or a retry re-sending itself: its start check decides later.
@@ -99,32 +133,33 @@ class HeimdallTask(Task):
 
         if taken.status == Acquired.HELD:
             signals.duplicate_blocked.send(
-                sender=self, task_id=task_id, holder=taken.holder, key=ident.lock, stage="enqueue"
+                sender=self, task_id=task_id, holder=taken.holder, key=lock, stage="enqueue"
             )
-            if policy.unique_raises:
+            if policy.unique_raises and not retrying:
                 raise AlreadyQueuedError(taken.holder, taken.expires_in)
-            if not (link or link_error or any(options.get(o) for o in _CANVAS_OPTIONS)):
+            if generated and not _in_canvas(link, link_error, options):
                 logger.debug("%s: duplicate of %s not published", self.name, taken.holder)
                 return self.AsyncResult(taken.holder)
-            # Part of a canvas: returning another task's result would lose this
-            # task's callbacks or leave its group waiting. Publish it; the start
-            # check skips it (a failure the canvas sees) if the holder still runs.
+            # A canvas step, a retry or a caller's own task id: somebody waits for
+            # this very id, so it is published and its start decides (it is skipped
+            # with DuplicateTaskSkipped if the holder still runs). Never swallowed.
             logger.info(
-                "%s[%s]: duplicate of %s published as part of a canvas; "
-                "it will be skipped if %s still holds the lock",
+                "%s[%s]: %s holds its lock; published, the start decides",
                 self.name,
                 task_id,
                 taken.holder,
-                taken.holder,
             )
         elif taken.status == Acquired.TAKEN:
-            signals.lock_acquired.send(sender=self, task_id=task_id, key=ident.lock)
+            signals.lock_acquired.send(sender=self, task_id=task_id, key=lock)
 
         try:
             return publish()
         except BaseException:
+            # The broker may have taken the message before failing (a timeout after
+            # the write): its start then finds no lock and takes one, so releasing
+            # here never loses the task, at worst lets a copy be enqueued meanwhile.
             if taken.status == Acquired.TAKEN:
-                self._heimdall_release(store, ident.lock, task_id)
+                self._heimdall_release(task_id)
             raise
 
     # -- start and end -----------------------------------------------------------
@@ -134,17 +169,25 @@ class HeimdallTask(Task):
         if request.called_directly or getattr(request, "_heimdall_gated", False):
             # task(...) called directly (or from its own body): no lock, no limit.
             return super().__call__(*args, **kwargs)
+        carried = getattr(request, LOCK_HEADER, None)
         policy = self.heimdall_policy
-        if not policy.active:
+        if not policy.active and carried is None:
             return self.run(*args, **kwargs)
         request._heimdall_gated = True
+        try:
+            lock, rate_key, rates, preview = self._heimdall_plan(policy, carried, args, kwargs)
+        except HeimdallError:
+            # A user callable failed: give back what the enqueue took, fail clearly.
+            self._heimdall_release(request.id)
+            raise
 
-        ident = keys.identity(self, policy, args, kwargs)
-        lock = ident.lock if policy.unique else None
-        rates = ()
-        if policy.rate_limit is not None:
-            rate = policy.rate_limit.resolve(key=ident.rate, task=self, args=args, kwargs=kwargs)
-            rates = ((ident.rate, rate),)
+        # Identifies this execution; eager retries run nested in one, so share it.
+        token = (
+            f"eager:{os.getpid()}"
+            if request.is_eager
+            else f"{request.hostname or os.uname().nodename}:{os.getpid()}:{uuid()[:8]}"
+        )
+        keep = policy.unique_wait_for_expiry
         store = get_store()
         try:
             decision = store.start(
@@ -152,9 +195,11 @@ class HeimdallTask(Task):
                 task_name=self.name,
                 lock=lock,
                 lease_ms=policy.unique_timeout_ms,
-                renew=not policy.unique_wait_for_expiry,
-                preview=ident.preview,
+                renew=not keep,
+                preview=preview,
                 rates=rates,
+                token=token,
+                keep=keep,
             )
         except HeimdallUnavailable as exc:
             if heimdall_settings.fail_open:
@@ -163,10 +208,19 @@ class HeimdallTask(Task):
             if request.is_eager:
                 raise
             logger.error("%s[%s] start deferred: %s (fail closed)", self.name, request.id, exc)
-            self._heimdall_defer(args, kwargs, heimdall_settings.UNAVAILABLE_COUNTDOWN, None)
+            self._heimdall_defer(args, kwargs, heimdall_settings.UNAVAILABLE_COUNTDOWN)
 
         if decision.taken:
             signals.lock_acquired.send(sender=self, task_id=request.id, key=lock)
+        if decision.status == Started.TWIN:
+            # The same message delivered again while its first execution runs: the
+            # twin stores nothing (it shares the task id) and leaves the lock alone.
+            logger.warning(
+                "%s[%s] not run: a second delivery while the first execution runs",
+                self.name,
+                request.id,
+            )
+            raise Ignore()
         if decision.status == Started.DUPLICATE:
             logger.warning(
                 "%s[%s] skipped: %s holds its lock", self.name, request.id, decision.holder
@@ -178,26 +232,55 @@ class HeimdallTask(Task):
 
         if decision.status == Started.THROTTLED:
             signals.throttled.send(
-                sender=self, task_id=request.id, key=ident.rate, countdown=decision.wait
+                sender=self, task_id=request.id, key=rate_key, countdown=decision.wait
             )
             if request.is_eager:
                 if lock is not None:
-                    self._heimdall_release(store, lock, request.id)
-                raise RateLimitExceeded(decision.wait, ident.rate)
-            self._heimdall_defer(args, kwargs, decision.wait, lock)
+                    self._heimdall_release(request.id, token)
+                raise RateLimitExceeded(decision.wait, rate_key)
+            self._heimdall_defer(args, kwargs, decision.wait)
 
         # When the start was admitted, on the Redis clock (µs since the epoch).
         request.heimdall_started_at = decision.now_us
         request.heimdall_lock = lock
-        keep = lock is None or policy.unique_wait_for_expiry
+        release = lock is not None
         try:
             return self.run(*args, **kwargs)
-        except Retry:
-            keep = True  # the retry comes back with this task id and still owns the lock
+        except (Retry, Reject) as exc:
+            # The message comes back with this task id, which still owns the lock.
+            if isinstance(exc, Retry) or getattr(exc, "requeue", False):
+                release = False
             raise
         finally:
-            if not keep:
-                self._heimdall_release(store, lock, request.id)
+            if release:
+                self._heimdall_release(request.id, token)
+
+    def _heimdall_plan(
+        self, policy: policies.Policy, carried: str | None, args: Any, kwargs: Any
+    ) -> tuple[str | None, str, tuple[Any, ...], str]:
+        """The lock, rate key, rates and argument preview of this start.
+
+        The lock is the one the message carries (taken at enqueue, whatever the
+        policy says now), or the policy's when it came without one."""
+        try:
+            ident = keys.identity(self, policy, args, kwargs)
+        except Exception as exc:
+            raise HeimdallError(
+                f"{self.name}: option 'key'/'unique_on' cannot build the key: {exc}"
+            ) from exc
+        lock = carried or (ident.lock if policy.unique else None)
+        rates: tuple[Any, ...] = ()
+        if policy.rate_limit is not None:
+            try:
+                rate = policy.rate_limit.resolve(
+                    key=ident.rate, task=self, args=args, kwargs=kwargs
+                )
+            except Exception as exc:
+                raise HeimdallError(
+                    f"{self.name}: option 'rate_limit' failed to give a rate: {exc}"
+                ) from exc
+            rates = ((ident.rate, rate),)
+        return lock, ident.rate, rates, ident.preview
 
     def heimdall_heartbeat(self) -> bool:
         """Renew the running task's lock for another ``unique_timeout``.
@@ -223,34 +306,38 @@ class HeimdallTask(Task):
 
     # -- helpers -----------------------------------------------------------------
 
-    def _heimdall_defer(self, args: Any, kwargs: Any, wait: float, lock: str | None) -> None:
-        """Re-send this very message (same id, same ``retries``) later, then end."""
+    def _heimdall_defer(self, args: Any, kwargs: Any, wait: float) -> None:
+        """Re-send this very message (same id, same ``retries``, same lock) later, then end."""
         countdown = min(wait, _max_countdown(self.app))
-        countdown += random.uniform(0, heimdall_settings.DEFER_JITTER)
         request = self.request
         again = self.signature_from_request(request, args, kwargs, countdown=countdown)
+        options = dict(again.options)
+        lock = getattr(request, LOCK_HEADER, None) or getattr(request, "heimdall_lock", None)
+        if lock is not None:
+            options["headers"] = {**(options.get("headers") or {}), LOCK_HEADER: lock}
         try:
-            # Straight to Celery: the lock (if any) stays ours and the start check
-            # re-decides when the message comes back, so enqueue has nothing to add.
-            super().apply_async(again.args, again.kwargs, **again.options)
+            # Straight to Celery: the lock (if any) stays ours and covers the wait,
+            # and the start check re-decides when the message comes back.
+            super().apply_async(again.args, again.kwargs, **options)
         except BaseException:
             logger.exception("%s[%s] could not be deferred", self.name, request.id)
-            if lock is not None:
-                self._heimdall_release(get_store(), lock, request.id)
+            self._heimdall_release(request.id)
             raise
-        logger.info("%s[%s] deferred by %.3fs (rate limit)", self.name, request.id, countdown)
+        logger.info("%s[%s] deferred by %.3fs", self.name, request.id, countdown)
         raise Ignore()
 
-    def _heimdall_release(self, store: Store, lock: str, task_id: str) -> None:
+    def _heimdall_release(self, task_id: str, token: str = "") -> None:
+        """Give back the lock ``task_id`` holds (owner-checked, through its owner
+        pointer), unless it is kept until its lease ends."""
         try:
-            released = store.release(lock, task_id, self.name)
+            released = get_store().release_owned(task_id, token)
         except HeimdallUnavailable as exc:
             logger.warning(
                 "%s[%s] lock not released, it expires with its lease: %s", self.name, task_id, exc
             )
             return
-        if released:
-            signals.lock_released.send(sender=self, task_id=task_id, key=lock)
+        if released == Released.RELEASED:
+            signals.lock_released.send(sender=self, task_id=task_id, key=None)
 
 
 def _max_countdown(app: Any) -> float:
@@ -261,37 +348,20 @@ def _max_countdown(app: Any) -> float:
     return cap
 
 
-def _release_discarded(task: Any, task_id: str, args: Any, kwargs: Any) -> None:
-    policy = task.heimdall_policy
-    if not policy.unique:
-        return
-    try:
-        ident = keys.identity(task, policy, args, kwargs)
-    except Exception:
-        logger.exception("%s[%s] ended; its lock key could not be computed", task.name, task_id)
-        return
-    task._heimdall_release(get_store(), ident.lock, task_id)
-
-
 @task_revoked.connect(weak=False)
 def _release_revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
     """A task discarded by the worker (revoked, expired) gives its lock back."""
     if isinstance(sender, HeimdallTask) and request is not None:
-        _release_discarded(sender, request.id, request.args, request.kwargs)
+        sender._heimdall_release(request.id)
 
 
 @task_failure.connect(weak=False)
 def _release_lost(
-    sender: Any = None,
-    task_id: Any = None,
-    exception: Any = None,
-    args: Any = None,
-    kwargs: Any = None,
-    **extra: Any,
+    sender: Any = None, task_id: Any = None, exception: Any = None, **extra: Any
 ) -> None:
-    """A task whose process died (killed, out of memory, hard time limit) and that
-    will not be redelivered gives its lock back at once instead of after its lease."""
+    """A task whose process died (killed, out of memory, hard time limit) gives its
+    lock back at once instead of after its lease (a kept lock stays kept)."""
     if isinstance(sender, HeimdallTask) and isinstance(
         exception, (WorkerLostError, TimeLimitExceeded)
     ):
-        _release_discarded(sender, task_id, args, kwargs)
+        sender._heimdall_release(task_id)

@@ -4,7 +4,11 @@ confirmation page, and look at the effective policies.
 Runs headless Chromium through Debian's ``chromium`` and ``chromium-driver``
 packages; nothing is downloaded. Without them the test is skipped, unless
 ``HEIMDALL_REQUIRE_BROWSER=1`` (set by CI), which makes it fail instead.
-Screenshots for the README are written to ``docs/screenshots/`` on every run.
+
+Screenshots go to the test's temporary directory. The ones in the docs are taken
+on purpose, at 1280 px wide with the admin's sidebar open::
+
+    HEIMDALL_SCREENSHOTS=docs/screenshots .venv/bin/pytest tests/test_browser.py
 """
 
 import hashlib
@@ -23,7 +27,6 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 CHROMIUM_FLAGS = (
     "--headless=new",
     "--no-sandbox",
@@ -35,7 +38,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1400,1000",
+    "--window-size=1280,900",  # a laptop screen
 )
 WAIT = 15  # seconds; only bounds a hang
 
@@ -94,12 +97,22 @@ def click_and_wait(driver, by, selector):
     WebDriverWait(driver, WAIT).until(ec.staleness_of(button))
 
 
-def screenshot(driver, name):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    assert driver.save_screenshot(str(SCREENSHOTS / name)), name
+@pytest.fixture
+def screenshot(tmp_path):
+    """Save a screenshot under ``$HEIMDALL_SCREENSHOTS`` when set (the docs' pictures),
+    otherwise in the test's temporary directory: a test run never changes the checkout."""
+    folder = Path(os.environ.get("HEIMDALL_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(driver, name):
+        assert driver.save_screenshot(str(folder / name)), name
+
+    return save
 
 
-def test_release_a_lock_in_the_browser(browser, live_server, transactional_db, django_user_model):
+def test_release_a_lock_in_the_browser(
+    browser, screenshot, live_server, transactional_db, django_user_model
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -121,10 +134,8 @@ def test_release_a_lock_in_the_browser(browser, live_server, transactional_db, d
     # The locks page lists both holders; the argument preview is escaped text.
     browser.get(f"{live_server.url}{reverse('admin:heimdall_lock_changelist')}")
     table = wait.until(ec.presence_of_element_located((By.ID, "result_list")))
-    # The screenshots read better with the app list collapsed (the browser remembers it).
-    for toggle in browser.find_elements(By.ID, "toggle-nav-sidebar"):
-        toggle.click()
-        wait.until(ec.invisibility_of_element_located((By.ID, "nav-sidebar")))
+    # The admin's default: the app list (sidebar) is open, as a new user sees it.
+    assert browser.find_element(By.ID, "nav-sidebar").is_displayed()
     assert kept_owner in table.text
     assert released_owner in table.text
     assert "<b>bold</b>" in table.text

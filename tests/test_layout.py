@@ -34,6 +34,8 @@ def test_every_script_touches_keys_of_one_slot(recorded_calls):
     store.renew("a:1", "o1", 10_000, "task.a")
     store.release("a:1", "o1", "task.a")
     store.acquire("a:2", "o3", 10_000, "task.a")
+    store.start("o3", task_name="task.a", lock="a:2", lease_ms=10_000, token="t")
+    store.release_owned("o3", "t")
     state.locks_page(["task.a", "task.b"], 0, 10)
     state.release_task("task.a", state.now_ms())
     state.rate_windows()

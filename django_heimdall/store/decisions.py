@@ -28,11 +28,13 @@ class Started(IntEnum):
     ADMITTED = 20
     DUPLICATE = 21
     THROTTLED = 22
+    TWIN = 23  # a second delivery of a message whose execution still runs
 
 
 class Released(IntEnum):
     RELEASED = 30
     NOT_OWNER = 31
+    KEPT = 32  # kept until its lease ends (unique_until "expired")
 
 
 class Renewed(IntEnum):
@@ -82,12 +84,15 @@ class Store:
         task_name: str,
         preview: str = "",
         renew: bool = True,
+        keep: bool = False,
     ) -> Acquire:
-        """Take the lock of ``identity`` for ``owner``, or report its holder."""
+        """Take the lock of ``identity`` for ``owner``, or report its holder.
+
+        ``keep``: the lock outlives the task, until its lease ends."""
         status, holder, pttl = self.call(
             "acquire",
             self.keys.lock_keys(identity, task_name, owner),
-            [owner, lease_ms, "1" if renew else "0", task_name, preview],
+            [owner, lease_ms, _flag(renew), task_name, preview, _flag(keep)],
         )
         return Acquire(Acquired(status), scripts.text(holder), max(0, pttl) / 1000)
 
@@ -101,21 +106,26 @@ class Store:
         renew: bool = True,
         preview: str = "",
         rates: tuple[tuple[str, Rate], ...] = (),
+        token: str = "",
+        keep: bool = False,
     ) -> Start:
         """Decide whether ``owner`` may start: lock ``lock`` (an identity, if unique)
-        and count one start against every ``(identity, rate)`` in ``rates``."""
+        for the execution ``token`` and count one start against every
+        ``(identity, rate)`` in ``rates``."""
         keys: list[str] = []
         if lock is not None:
             keys += self.keys.lock_keys(lock, task_name, owner)
         if rates:
             keys += [self.keys.rates, self.keys.rate_details]
         args: list[Any] = [
-            "1" if lock is not None else "0",
+            _flag(lock is not None),
             owner,
             lease_ms,
-            "1" if renew else "0",
+            _flag(renew),
             task_name,
             preview,
+            token,
+            _flag(keep),
         ]
         for identity, rate in rates:
             keys.append(self.keys.rate(identity))
@@ -133,6 +143,13 @@ class Store:
         )
         return status == Released.RELEASED
 
+    def release_owned(self, owner: str, token: str = "") -> Released:
+        """Give back the lock ``owner`` holds, found through its owner pointer; only
+        the execution ``token`` may (any execution when ``token`` is empty)."""
+        keys = self.keys
+        status = self.call("release_owned", [keys.owner(owner)], [owner, token, keys.index_prefix])
+        return Released(status)
+
     def renew(self, identity: str, owner: str, lease_ms: int, task_name: str) -> bool:
         """Extend the lease of ``identity`` if ``owner`` still holds it."""
         status = self.call(
@@ -146,3 +163,7 @@ class Store:
             return scripts.text(self.client.hget(self.keys.lock(identity), "owner"))
         except scripts.UNAVAILABLE_ERRORS as exc:
             raise scripts.unavailable(self.alias, exc) from exc
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"

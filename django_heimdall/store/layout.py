@@ -21,8 +21,12 @@ class Layout:
     def identity_of(self, lock_key: str) -> str:
         return lock_key[len(self.tag) + len(":lock:") :]
 
+    @property
+    def index_prefix(self) -> str:
+        return f"{self.tag}:locks:"
+
     def index(self, task_name: str) -> str:
-        return f"{self.tag}:locks:{task_name}"
+        return f"{self.index_prefix}{task_name}"
 
     @property
     def tasks(self) -> str:
@@ -61,3 +65,15 @@ class Layout:
     @property
     def overrides_version(self) -> str:
         return f"{self.tag}:overrides:version"
+
+    @property
+    def beat_leader(self) -> str:
+        return f"{self.tag}:beat:leader"
+
+    @property
+    def beat_claims(self) -> str:
+        return f"{self.tag}:beat:claims"
+
+    @property
+    def beat_history(self) -> str:
+        return f"{self.tag}:beat:history"

@@ -27,10 +27,14 @@ UNAVAILABLE_ERRORS = (
 
 NAMES = (
     "acquire",
+    "beat_claim",
+    "beat_lead",
+    "beat_resign",
     "locks_page",
     "publish_overrides",
     "rate_windows",
     "release",
+    "release_owned",
     "release_task",
     "renew",
     "start",

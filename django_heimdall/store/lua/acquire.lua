@@ -2,7 +2,8 @@
 -- KEYS[1] lock hash   KEYS[2] per-task lock index   KEYS[3] task registry
 -- KEYS[4] owner pointer (task id -> lock key)
 -- ARGV[1] owner task id   ARGV[2] lease ms   ARGV[3] "1" to renew an owned lease
--- ARGV[4] task name   ARGV[5] argument preview
+-- ARGV[4] task name   ARGV[5] argument preview   ARGV[6] "1" to keep the lock after the
+-- task ends (until its lease runs out)
 -- Returns {status, holder, lease left ms}: status 10 = taken now, 11 = already held
 -- by this owner (a retry re-sending itself), 12 = held by another task.
 local holder = redis.call('HGET', KEYS[1], 'owner')
@@ -12,10 +13,12 @@ end
 local lease = tonumber(ARGV[2])
 local _, now_ms = clock()
 if not holder then
-  take_lock(KEYS, ARGV[1], ARGV[4], ARGV[5], lease, now_ms)
+  take_lock(KEYS, ARGV[1], ARGV[4], ARGV[5], lease, now_ms, ARGV[6])
   return {10, ARGV[1], lease}
 end
+-- Re-published by its owner (a retry): queued again, no execution runs it now.
 redis.call('HSET', KEYS[1], 'phase', 'queued')
+redis.call('HDEL', KEYS[1], 'token', 'token_until')
 if ARGV[3] == '1' then
   extend_lock(KEYS, ARGV[4], lease, now_ms)
 end

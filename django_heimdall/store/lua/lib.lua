@@ -29,16 +29,21 @@ local function index_lock(index, tasks, lock, task, until_ms, now_ms)
 end
 
 -- Take the free lock `keys` = {lock, index, tasks, owner pointer} for `owner`.
-local function take_lock(keys, owner, task, preview, lease, now_ms)
+-- `keep` = "1" keeps it after the task ends, until the lease runs out
+-- (unique_until "expired"): the lock itself says so, whatever policy applies later.
+local function take_lock(keys, owner, task, preview, lease, now_ms, keep)
   redis.call('HSET', keys[1], 'owner', owner, 'task', task, 'phase', 'queued',
-    'since', fmt(now_ms), 'args', preview)
+    'since', fmt(now_ms), 'args', preview, 'keep', keep)
   redis.call('PEXPIRE', keys[1], lease)
   redis.call('SET', keys[4], keys[1], 'PX', lease)
   index_lock(keys[2], keys[3], keys[1], task, now_ms + lease, now_ms)
 end
 
--- Extend the lease of a lock this owner holds.
+-- Extend the lease of a lock this owner holds to at least `lease` ms from now.
 local function extend_lock(keys, task, lease, now_ms)
+  if redis.call('PTTL', keys[1]) >= lease then
+    return
+  end
   redis.call('PEXPIRE', keys[1], lease)
   redis.call('PEXPIRE', keys[4], lease)
   index_lock(keys[2], keys[3], keys[1], task, now_ms + lease, now_ms)

@@ -8,4 +8,7 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
 end
 local _, now_ms = clock()
 extend_lock(KEYS, ARGV[3], tonumber(ARGV[2]), now_ms)
+if redis.call('HGET', KEYS[1], 'phase') == 'running' then
+  redis.call('HSET', KEYS[1], 'token_until', fmt(now_ms + tonumber(ARGV[2])))
+end
 return 40

@@ -6,11 +6,15 @@
 --       start times in µs, newest first, capped at `times` entries).
 -- ARGV[1] "1" if the task is unique   ARGV[2] task id   ARGV[3] lease ms
 -- ARGV[4] "1" to renew the lease when the task starts   ARGV[5] task name
--- ARGV[6] argument preview   then per rate limit: times, window µs, identity
+-- ARGV[6] argument preview   ARGV[7] execution token (host:pid:start)
+-- ARGV[8] "1" to keep the lock after the task ends
+-- then per rate limit: times, window µs, identity
 -- Returns {status, holder, wait ms, now µs, taken}: status 20 = start (the lock is
--- ours and the start was counted in every window), 21 = duplicate (another task
--- holds the lock, wait = its lease left; nothing changed), 22 = over a rate limit,
--- retry after wait (the lock, if any, is kept for this task; nothing was counted);
+-- ours, marked running under this token, and the start was counted in every
+-- window), 21 = duplicate (another task holds the lock, wait = its lease left;
+-- nothing changed), 22 = over a rate limit, retry after wait (the lock, if any, is
+-- kept for this task and its lease covers the wait; nothing was counted), 23 = a
+-- second delivery of a message whose execution still runs (nothing changed);
 -- taken = 1 when this call took a free lock (the task came without one).
 local now, now_ms = clock()
 local unique = ARGV[1] == '1'
@@ -20,49 +24,69 @@ local first = 0  -- KEYS[first + 1] is the rate registry
 local taken = 0
 if unique then
   first = 4
-  local holder = redis.call('HGET', KEYS[1], 'owner')
+  local f = redis.call('HMGET', KEYS[1], 'owner', 'phase', 'token', 'token_until')
+  local holder = f[1]
   if holder and holder ~= owner then
     return {21, holder, redis.call('PTTL', KEYS[1]), fmt(now), 0}
+  end
+  if holder and f[2] == 'running' and f[3] and f[3] ~= ARGV[7]
+      and tonumber(f[4] or '0') > now_ms then
+    return {23, holder, tonumber(f[4]) - now_ms, fmt(now), 0}
   end
   if not holder then
     -- Started without a lock (send_task, beat, an expired lease): take it now.
     taken = 1
-    take_lock(KEYS, owner, ARGV[5], ARGV[6], lease, now_ms)
+    take_lock(KEYS, owner, ARGV[5], ARGV[6], lease, now_ms, ARGV[8])
   end
 end
--- Limit i has its log at KEYS[first + 2 + i] and its values at ARGV[4 + 3i .. 6 + 3i].
-local limits = (#ARGV - 6) / 3
+-- Limit i has its log at KEYS[first + 2 + i] and its values at ARGV[6 + 3i .. 8 + 3i].
+local limits = (#ARGV - 8) / 3
 local wait = 0
 for i = 1, limits do
-  local times = tonumber(ARGV[4 + 3 * i])
+  local times = tonumber(ARGV[6 + 3 * i])
   -- The times-th most recent start must lie a whole window in the past.
   local oldest = redis.call('LINDEX', KEYS[first + 2 + i], times - 1)
   if oldest then
-    wait = math.max(wait, tonumber(oldest) + tonumber(ARGV[5 + 3 * i]) - now)
+    wait = math.max(wait, tonumber(oldest) + tonumber(ARGV[7 + 3 * i]) - now)
   end
 end
 if wait > 0 then
-  return {22, owner, math.ceil(wait / 1000), fmt(now), taken}
+  local wait_ms = math.ceil(wait / 1000)
+  if unique then
+    -- The lease covers the wait: no copy takes the key while this task is deferred.
+    extend_lock(KEYS, ARGV[5], lease + wait_ms, now_ms)
+  end
+  return {22, owner, wait_ms, fmt(now), taken}
 end
+local registry_until = 0
 for i = 1, limits do
-  local log, times, window = KEYS[first + 2 + i], ARGV[4 + 3 * i], tonumber(ARGV[5 + 3 * i])
-  local identity = ARGV[6 + 3 * i]
+  local log, times = KEYS[first + 2 + i], ARGV[6 + 3 * i]
+  local window, identity = tonumber(ARGV[7 + 3 * i]), ARGV[8 + 3 * i]
+  local until_ms = now_ms + math.ceil(window / 1000)
+  registry_until = math.max(registry_until, until_ms)
   redis.call('LPUSH', log, fmt(now))
   redis.call('LTRIM', log, 0, tonumber(times) - 1)
   redis.call('PEXPIRE', log, math.ceil(window / 1000))
-  redis.call('ZADD', KEYS[first + 1], fmt(now_ms + math.ceil(window / 1000)), identity)
+  redis.call('ZADD', KEYS[first + 1], fmt(until_ms), identity)
   redis.call('HSET', KEYS[first + 2], identity, ARGV[5] .. '\t' .. times .. '\t' .. fmt(window))
 end
 if limits > 0 then
-  -- Forget registry entries whose window emptied (a few per start: bounded work).
+  -- Forget registry entries whose window emptied (a few per start: bounded work),
+  -- and let the registry expire with its last window.
   local gone = redis.call('ZRANGEBYSCORE', KEYS[first + 1], '-inf', fmt(now_ms), 'LIMIT', 0, 16)
   if #gone > 0 then
     redis.call('ZREM', KEYS[first + 1], unpack(gone))
     redis.call('HDEL', KEYS[first + 2], unpack(gone))
   end
+  for _, key in ipairs({KEYS[first + 1], KEYS[first + 2]}) do
+    if redis.call('PTTL', key) < registry_until - now_ms then
+      redis.call('PEXPIREAT', key, registry_until)
+    end
+  end
 end
 if unique then
-  redis.call('HSET', KEYS[1], 'phase', 'running')
+  redis.call('HSET', KEYS[1], 'phase', 'running', 'token', ARGV[7],
+    'token_until', fmt(now_ms + lease))
   if ARGV[4] == '1' then
     extend_lock(KEYS, ARGV[5], lease, now_ms)
   end
