@@ -4,7 +4,9 @@ Ids: E001 not a dict · E002 unknown setting · E003 unknown cache alias ·
 E004 cache is not django-redis · E005 invalid setting value · E006 unknown option ·
 E007 invalid option value · E008 unimportable dotted path · E009 ``unique_on``
 names a missing argument · W001 ``TASKS`` names an unregistered task ·
-W002 ``TASKS`` names a task that is not a ``HeimdallTask``.
+W002 ``TASKS`` names a task that is not a ``HeimdallTask`` ·
+W003 ``CACHE`` is the alias Django's ``cache`` uses ·
+W004 ``BEAT_LEASE`` is not longer than beat's loop interval.
 """
 
 from __future__ import annotations
@@ -115,6 +117,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
 
+    if alias == "default":
+        errors.append(
+            _error(
+                "heimdall.W003",
+                "HEIMDALL['CACHE'] is 'default', the cache Django's `cache` uses: a "
+                "cache.clear() there is FLUSHDB and wipes every lock and rate window.",
+                "Add a second django-redis alias (another database or server) for "
+                "django-heimdall and name it in HEIMDALL['CACHE'].",
+            )
+        )
+
     prefix = values["KEY_PREFIX"]
     if not isinstance(prefix, str) or not prefix or any(c.isspace() or c in "{}" for c in prefix):
         errors.append(
@@ -137,6 +150,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         ("DEFER_JITTER", True),
         ("UNAVAILABLE_COUNTDOWN", False),
         ("OVERRIDES_REFRESH", False),
+        ("BEAT_LEASE", False),
     ):
         if not _positive(values[name], allow_zero):
             errors.append(
@@ -250,3 +264,23 @@ def _check_unique_on(name: str, task: Any, settings_options: Any) -> list[checks
                 for exc in signature_errors(task, options)
             ]
     return errors
+
+
+@checks.register()
+def check_beat(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Compare ``BEAT_LEASE`` with the loop interval beat was configured with."""
+    from celery import current_app
+
+    lease = heimdall_settings.BEAT_LEASE if isinstance(heimdall_settings.raw, dict) else None
+    loop = current_app.conf.beat_max_loop_interval
+    if not _positive(lease) or not _positive(loop) or lease > loop:
+        return []
+    return [
+        _error(
+            "heimdall.W004",
+            f"HEIMDALL['BEAT_LEASE'] ({lease!r}s) is not longer than beat's loop interval "
+            f"(beat_max_loop_interval, {loop!r}s): django_heimdall.beat's schedulers tick "
+            f"every {lease / 3:g}s instead, to renew the lease in time.",
+            "Make BEAT_LEASE a few times the loop interval, or shorten the loop interval.",
+        )
+    ]

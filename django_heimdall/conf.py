@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     # How often each process looks for changed admin overrides, seconds: a change
     # made in the admin reaches every worker within this time.
     "OVERRIDES_REFRESH": 2.0,
+    # Leader lease of django_heimdall.beat's schedulers, seconds: a standby takes over
+    # within this time after the leader dies. Ticks are capped at a third of it.
+    "BEAT_LEASE": 30.0,
 }
 
 _reload_hooks: list[Callable[[], None]] = []

@@ -21,7 +21,7 @@ from django.db import transaction
 
 from .conf import heimdall_settings, on_reload
 from .exceptions import HeimdallUnavailable
-from .options import OptionError, parse_options
+from .options import OptionError, parse_options, signature_errors
 from .store import Store, get_store
 from .store.scripts import UNAVAILABLE_ERRORS, text, unavailable
 
@@ -175,12 +175,22 @@ class OverrideSource:
 
     @staticmethod
     def _parse(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Parse published overrides; one that cannot apply (invalid, or naming
+        arguments the task does not take) falls back to the layers below, with one
+        ERROR line per process and revision."""
+        from celery import current_app
+
         parsed = {}
         for task_name, options in raw.items():
             try:
                 parsed[task_name] = parse_options(options, dotted_paths=True)
             except OptionError as exc:
                 logger.error("policy override of %s ignored: %s", task_name, exc)
+                continue
+            task = current_app.tasks.get(task_name)
+            for exc in signature_errors(task, options) if task is not None else ():
+                logger.error("policy override of %s, %s ignored: %s", task_name, exc.option, exc)
+                parsed[task_name].pop(exc.option, None)
         return parsed
 
 

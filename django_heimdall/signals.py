@@ -5,6 +5,9 @@
   is ``"enqueue"`` (not published) or ``"start"`` (reached a worker, did not run).
 * ``lock_released(task_id, key)`` — the owner gave its lock back.
 * ``throttled(task_id, key, countdown)`` — a start was over a rate limit and deferred.
+* ``beat_skipped(entry, occurrence, holder, key)`` — beat did not send an occurrence
+  (``occurrence``: its fire time, ms since the epoch) of periodic task ``entry``: the
+  unique lock ``key`` is held by task ``holder``.
 
 ``overrides_changed`` (sender: the ``PolicyOverride`` model) is internal: a bulk
 change of overrides that sends no model signal.
@@ -16,4 +19,5 @@ lock_acquired = Signal()
 duplicate_blocked = Signal()
 lock_released = Signal()
 throttled = Signal()
+beat_skipped = Signal()
 overrides_changed = Signal()

@@ -67,6 +67,12 @@ class HeimdallTask(Task):
     #: A skipped duplicate is an expected outcome: log it without a traceback.
     throws = (DuplicateTaskSkipped,)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A user's throws=(...) on the decorator must not drop ours.
+        if DuplicateTaskSkipped not in cls.throws:
+            cls.throws = (*tuple(cls.throws), DuplicateTaskSkipped)
+
     @property
     def heimdall_policy(self) -> policies.Policy:
         """The effective policy of this task (settings, decorator, admin)."""

@@ -1,5 +1,6 @@
 """Django settings of the test suite."""
 
+import json
 import os
 import uuid
 
@@ -21,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",  # the live server serves the admin's CSS
+    "django_celery_beat",
     "django_celery_results",
     "django_heimdall",
     "tests",
@@ -58,9 +60,11 @@ CACHES = {
     },
     "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
+# django-heimdall's own alias, so that a cache.clear() never wipes its state (W003).
+CACHES["heimdall"] = {**CACHES["default"], "KEY_PREFIX": ""}
 
 HEIMDALL = {
-    "CACHE": "default",
+    "CACHE": "heimdall",
     # Worker subprocesses get the test's prefix through the environment.
     "KEY_PREFIX": os.environ.get("HEIMDALL_TEST_PREFIX", "heimdall-tests"),
     "DEFER_JITTER": 0.2,
@@ -81,3 +85,16 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_heimdall": {"handlers": ["console"], "level": "INFO"}},
 }
+
+# Beat subprocesses of tests/test_beat.py get their schedule, lease and (for the
+# database scheduler) a shared sqlite file through the environment.
+_BEAT = json.loads(os.environ.get("HEIMDALL_TEST_BEAT", "{}"))
+if _BEAT:
+    CELERY_BEAT_SCHEDULE = _BEAT.get("schedule", {})
+    HEIMDALL["BEAT_LEASE"] = _BEAT["lease"]
+    if _BEAT.get("database"):
+        DATABASES["default"] = {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _BEAT["database"],
+            "OPTIONS": {"timeout": 20},
+        }

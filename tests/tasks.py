@@ -244,3 +244,34 @@ def unique_kwargs(self, customer, **options):
 @shared_task(bind=True)
 def plain_configured(self):
     """A plain Celery task that settings try to configure (W002)."""
+
+
+def flaky_key(args, kwargs):
+    """A key function whose backing service fails once the test opens a gate."""
+    if redis().exists(gate_key("flaky-key")):
+        raise RuntimeError("key service down")
+    return f"flaky-{args[0]}"
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "key": flaky_key})
+def unique_flaky_key(self, n):
+    record("unique_flaky_key", id=self.request.id)
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "unique_timeout": 1})
+def unique_short_lease(self, name):
+    record("unique_short_lease", id=self.request.id)
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True})
+def unique_sleepy(self, name):
+    """Records its start and end on the Redis clock around a short sleep."""
+    start = redis_time_us()
+    time.sleep(0.3)
+    record("unique_sleepy", id=self.request.id, start=start, end=redis_time_us())
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True, throws=(KeyError,), heimdall={"unique": True})
+def unique_with_throws(self):
+    return None

@@ -1,0 +1,138 @@
+"""The unique lock follows its message (design §3 "Unique"): each test is a bug
+that lost work or blocked a key on the engine before the lock key travelled in the
+message, releases followed the owner and executions carried a token."""
+
+import itertools
+import logging
+import time
+
+import pytest
+from celery.result import AsyncResult
+from django.urls import reverse
+from kombu.utils.uuid import uuid
+
+from django_heimdall import DuplicateTaskSkipped, HeimdallError
+from django_heimdall.models import PolicyOverride
+from django_heimdall.overrides import OverrideStorage, source
+from django_heimdall.ratelimits import Rate
+from django_heimdall.store import get_store
+from tests import tasks
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.usefixtures("celery_worker")
+
+
+def lock_of(task, *args, **kwargs):
+    return tasks.identity_of(task, *args, **kwargs)
+
+
+def test_a_callers_own_task_id_is_published_not_swallowed(open_gate):
+    holder = tasks.unique_blocking.delay("own-id")
+    wait_until(lambda: tasks.records("unique_blocking"), message="holder started")
+    mine = tasks.unique_blocking.apply_async(("own-id",), task_id="caller-chosen-id")
+    assert mine.id == "caller-chosen-id"
+    with pytest.raises(DuplicateTaskSkipped):
+        mine.get(timeout=20)  # decided at start, never PENDING for ever
+    open_gate("own-id")
+    holder.get(timeout=20)
+
+
+def test_release_uses_the_enqueue_time_key_after_the_policy_changed(settings, open_gate):
+    lock = lock_of(tasks.unique_blocking, "policy-change")
+    first = tasks.unique_blocking.delay("policy-change")
+    wait_until(lambda: tasks.records("unique_blocking"), message="started")
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.unique_blocking": {"unique": False}},
+    }
+    open_gate("policy-change")
+    first.get(timeout=20)
+    wait_until(lambda: get_store().holder(lock) is None, message="enqueue-time lock released")
+
+
+def test_a_failing_key_function_at_start_fails_the_task_and_releases(open_gate):
+    first = tasks.unique_flaky_key.apply_async((1,), countdown=1)
+    lock = "flaky-1"
+    assert get_store().holder(lock) == first.id
+    open_gate("flaky-key")  # the key function now raises on the worker
+    with pytest.raises(HeimdallError, match="'key'"):
+        first.get(timeout=20)
+    assert get_store().holder(lock) is None
+    assert tasks.records("unique_flaky_key") == []
+
+
+def test_the_lease_covers_a_countdown_longer_than_the_timeout():
+    result = tasks.unique_short_lease.apply_async(("later",), countdown=3)
+    lock = get_store().keys.lock(lock_of(tasks.unique_short_lease, "later"))
+    assert get_store().client.pttl(lock) > 3000  # unique_timeout is 1 s
+    assert tasks.unique_short_lease.delay("later").id == result.id
+    assert result.get(timeout=20) is None
+
+
+def test_a_second_delivery_never_runs_alongside_the_first(celery_app):
+    ids = [uuid() for _ in range(20)]
+    for n, task_id in enumerate(ids):
+        for _ in range(2):  # the same message twice, as a redelivery would
+            celery_app.send_task("tests.tasks.unique_sleepy", args=(f"twin-{n}",), task_id=task_id)
+    for task_id in ids:
+        assert AsyncResult(task_id).get(timeout=60).startswith("twin-")
+    time.sleep(0.5)  # let any twin that did run finish recording
+    runs = {}
+    for run in tasks.records("unique_sleepy"):
+        runs.setdefault(run["id"], []).append(run)
+    overlapping = 0
+    for task_id in ids:
+        spans = sorted((r["start"], r["end"]) for r in runs[task_id])
+        overlapping += sum(b[0] < a[1] for a, b in itertools.pairwise(spans))
+    assert overlapping == 0
+    assert all(AsyncResult(task_id).state == "SUCCESS" for task_id in ids)
+
+
+def test_interval_uniqueness_survives_a_revoke(celery_app):
+    result = tasks.unique_interval.apply_async(("revoked",), countdown=2)
+    lock = lock_of(tasks.unique_interval, "revoked")
+    result.revoke()
+    wait_until(lambda: AsyncResult(result.id).state == "REVOKED", message="revoked")
+    assert get_store().holder(lock) == result.id  # kept until its lease ends
+
+
+def test_user_throws_keeps_duplicate_skipped():
+    assert DuplicateTaskSkipped in tasks.unique_with_throws.throws
+    assert KeyError in tasks.unique_with_throws.throws
+
+
+@pytest.mark.django_db
+def test_override_naming_a_missing_argument_is_a_form_error(admin_client):
+    response = admin_client.post(
+        reverse("admin:heimdall_policyoverride_add"),
+        {"task_name": "tests.tasks.unique_add", "enabled": "on", "unique_on": "customer_id"},
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "which the task does not take" in errors["unique_on"][0]
+    assert not PolicyOverride.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_override_that_cannot_apply_falls_back_with_one_error(caplog, open_gate):
+    overrides = {"tests.tasks.unique_blocking": {"unique_on": ["zz"]}}
+    OverrideStorage(get_store()).publish(10**9, overrides)
+    source.reset()
+    with caplog.at_level(logging.ERROR, logger="django_heimdall"):
+        first = tasks.unique_blocking.delay("fallback")  # no TypeError for the caller
+        assert tasks.unique_blocking.delay("fallback").id == first.id
+    errors = [r for r in caplog.records if "ignored" in r.getMessage()]
+    assert len(errors) == 1
+    open_gate("fallback")
+    first.get(timeout=20)
+
+
+def test_structures_shrink_back_after_distinct_keys_and_crashed_holders(heimdall_prefix):
+    store = get_store()
+    for n in range(20_000):
+        store.start(f"o{n}", task_name="t", rates=((f"customer-{n}", Rate(1, 0.3)),))
+    for n in range(1_000):  # holders that never release: their lease is all that ends them
+        store.acquire(f"crashed-{n}", f"c{n}", 300, f"retired.task{n % 50}", "{}")
+    time.sleep(0.6)  # one window and one lease later
+    left = list(store.client.scan_iter(match=f"{{{heimdall_prefix}}}*", count=5000))
+    assert left == []
