@@ -5,7 +5,8 @@ E004 cache is not django-redis · E005 invalid setting value · E006 unknown opt
 E007 invalid option value · E008 unimportable dotted path · E009 ``unique_on``
 names a missing argument · W001 ``TASKS`` names an unregistered task ·
 W002 ``TASKS`` names a task that is not a ``HeimdallTask`` ·
-W003 ``CACHE`` is the alias Django's ``cache`` uses ·
+W003 ``CACHE`` is the alias Django's ``cache`` uses · E010 the override table is
+missing (database check) ·
 W004 ``BEAT_LEASE`` is not longer than beat's loop interval.
 """
 
@@ -282,5 +283,34 @@ def check_beat(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessa
             f"(beat_max_loop_interval, {loop!r}s): django_heimdall.beat's schedulers tick "
             f"every {lease / 3:g}s instead, to renew the lease in time.",
             "Make BEAT_LEASE a few times the loop interval, or shorten the loop interval.",
+        )
+    ]
+
+
+@checks.register(checks.Tags.database)
+def check_override_table(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """The override table exists (``check --database default``)."""
+    from django.db import DatabaseError, connections, router
+
+    from .models import PolicyOverride
+
+    missing = False
+    for alias in databases or ():
+        if not router.allow_migrate_model(alias, PolicyOverride):
+            continue
+        try:
+            tables = connections[alias].introspection.table_names()
+        except DatabaseError:
+            continue
+        missing = missing or PolicyOverride._meta.db_table not in tables
+    if not missing:
+        return []
+    return [
+        _error(
+            "heimdall.E010",
+            "The table of django-heimdall's policy overrides does not exist.",
+            "Run 'manage.py migrate heimdall'.",
         )
     ]

@@ -418,3 +418,14 @@ def test_task_result_link_shows_where_that_admin_is_registered(admin_client):
     result = TaskResult.objects.create(task_id=owner, status="STARTED")
     content = admin_client.get(LOCKS).content.decode()
     assert f"/admin/django_celery_results/taskresult/{result.pk}/change/" in content
+
+
+def test_rate_windows_page_is_paginated(admin_client):
+    from django_heimdall.ratelimits import Rate
+
+    for n in range(105):
+        get_store().start(f"o{n}", task_name="t", rates=((f"key-{n:03d}", Rate(5, 60)),))
+    first = admin_client.get(RATES).content.decode()
+    second = admin_client.get(RATES, {"p": 2}).content.decode()
+    assert "page 1 of 2" in first and "key-000" in first and "key-104" not in first
+    assert "key-104" in second and "key-000" not in second

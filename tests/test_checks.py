@@ -373,3 +373,37 @@ def test_settings_for_a_task_that_is_not_a_heimdall_task_is_w002(settings):
     assert isinstance(msg, checks.Warning)
     assert "tests.tasks.plain_configured" in msg.msg
     assert msg.hint
+
+
+def test_the_default_cache_alias_is_w003(settings):
+    settings.HEIMDALL = {**settings.HEIMDALL, "CACHE": "default"}
+    (message,) = with_id(check_settings(), "heimdall.W003")
+    assert "cache.clear()" in message.msg and "HEIMDALL['CACHE']" in message.hint
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_missing_override_table_is_e010_in_the_database_checks():
+    from django.db import connection
+
+    from django_heimdall.checks import check_override_table
+    from django_heimdall.models import PolicyOverride
+
+    assert check_override_table(databases=["default"]) == []
+    with connection.schema_editor() as editor:
+        editor.delete_model(PolicyOverride)
+    try:
+        (message,) = with_id(check_override_table(databases=["default"]), "heimdall.E010")
+        assert "migrate" in message.hint
+    finally:
+        with connection.schema_editor() as editor:
+            editor.create_model(PolicyOverride)
+
+
+def test_a_cache_that_is_not_django_redis_names_heimdall_and_e004(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_heimdall.store import get_store
+
+    settings.HEIMDALL = {**settings.HEIMDALL, "CACHE": "locmem"}
+    with pytest.raises(ImproperlyConfigured, match=r"heimdall\.E004.*django-redis"):
+        _ = get_store().client

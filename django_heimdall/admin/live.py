@@ -26,7 +26,6 @@ from django.utils.translation import gettext_lazy, ngettext
 from ..services import HeimdallUnavailable, live, release_locks, revoke
 
 PER_PAGE = 100
-RATES_SHOWN = 500
 
 
 class LiveAdmin(admin.ModelAdmin):
@@ -323,16 +322,25 @@ class RateLimitWindowAdmin(LiveAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         groups: dict[str, list[Any]] = {}
-        error = ""
+        error, total = "", 0
+        page = _page_number(request.GET.get("p"))
         try:
-            for window in live().rate_windows(0, RATES_SHOWN).windows:
+            result = live().rate_windows((page - 1) * PER_PAGE, PER_PAGE)
+            total = result.total
+            for window in result.windows:
                 groups.setdefault(window.task, []).append(window)
         except HeimdallUnavailable as exc:
             error = str(exc)
+        pages = max(1, -(-total // PER_PAGE))
         context = self.context(
             request,
             _("Rate-limit windows"),
             groups=sorted(groups.items()),
+            total=total,
+            page=page,
+            pages=pages,
+            previous_url=self.changelist_url(p=page - 1) if page > 1 else "",
+            next_url=self.changelist_url(p=page + 1) if page < pages else "",
             redis_error=error,
         )
         return TemplateResponse(request, "admin/heimdall/ratelimitwindow/change_list.html", context)

@@ -68,9 +68,18 @@ class Store:
     def client(self) -> Any:
         """The writable redis-py client of the cache alias (its pool is shared)."""
         if self._client is None:
+            from django.core.exceptions import ImproperlyConfigured
             from django_redis import get_redis_connection
 
-            self._client = get_redis_connection(self.alias, write=True)
+            try:
+                self._client = get_redis_connection(self.alias, write=True)
+            except (NotImplementedError, AttributeError) as exc:
+                raise ImproperlyConfigured(
+                    f"[heimdall.E004] django-heimdall needs a django-redis cache, but "
+                    f"HEIMDALL['CACHE'] names {self.alias!r}, which is not one "
+                    "(run 'manage.py check'). Set its BACKEND to "
+                    "'django_redis.cache.RedisCache'."
+                ) from exc
         return self._client
 
     def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
