@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -92,13 +93,19 @@ class EmbeddedRedis:
 
 def redis_url() -> str:
     """``REDIS_URL`` if set; otherwise start an embedded server for this process
-    (and its children, through the environment) and return its URL."""
+    (and its children, through the environment), say so on stderr, and return its URL."""
     url = os.environ.get("REDIS_URL")
     if url:
         return url
     server = EmbeddedRedis().start()
     atexit.register(server.stop)
     os.environ["REDIS_URL"] = server.url
+    print(
+        f"REDIS_URL is not set: started an empty embedded redis-server at {server.url}; "
+        "it stops when this process exits.",
+        file=sys.stderr,
+        flush=True,
+    )
     return server.url
 
 

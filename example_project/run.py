@@ -6,6 +6,13 @@ Python, pip and a C compiler are needed). Then it uses ``REDIS_URL`` when set or
 starts an embedded ``redis-server``, migrates a SQLite database, creates a demo
 superuser and prints its credentials, and starts a Celery worker, celery beat and
 the web server. Ctrl-C stops every process it started.
+
+While it runs, its Redis URL is in ``.demo-redis-url`` (git-ignored), and
+``python3 example_project/run.py manage heimdall locks`` runs a ``manage.py``
+command against it from another terminal.
+
+``DEMO_NO_VENV=1`` runs it in the current Python instead of ``.venv-demo``; that
+Python must have the project's ``dev`` extra installed (the tests do this).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 VENV = ROOT / ".venv-demo"
+URL_FILE = ROOT / ".demo-redis-url"  # example_project/settings.py reads it too
 BIN = "Scripts" if os.name == "nt" else "bin"
 QUEUES = "high,default,low"
 
@@ -36,7 +44,7 @@ QUEUES = "high,default,low"
 def ensure_environment() -> None:
     """Re-run this script inside ``.venv-demo``, creating and updating it first."""
     python = VENV / BIN / "python"
-    if Path(sys.prefix).resolve() == VENV.resolve():
+    if Path(sys.prefix).resolve() == VENV.resolve() or os.environ.get("DEMO_NO_VENV") == "1":
         return
     if not python.exists():
         print("Creating .venv-demo (first run only) ...", flush=True)
@@ -61,11 +69,13 @@ class Demo:
         redis_url: str | None = None,
         database: str | None = None,
         quiet: bool = False,
+        url_file: Path | None = None,
     ):
         self.port = port
         self.redis_url = redis_url or os.environ.get("REDIS_URL")
         self.database = database
         self.quiet = quiet
+        self.url_file = url_file  # where to tell other commands the Redis URL
         self.redis: Any = None
         self.processes: list[subprocess.Popen] = []
         self.username, self.password = "demo", secrets.token_urlsafe(9)
@@ -85,14 +95,14 @@ class Demo:
             env["DEMO_DATABASE"] = self.database
         return env
 
-    def manage(self, *args: str) -> None:
-        subprocess.run(
+    def manage(self, *args: str, check: bool = True) -> int:
+        return subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), *args],
             env=self.env(),
             cwd=ROOT,
-            check=True,
+            check=check,
             stdout=subprocess.DEVNULL if self.quiet else None,
-        )
+        ).returncode
 
     def spawn(self, *args: str) -> subprocess.Popen:
         # Each in its own session, so that stopping it also stops its children
@@ -154,6 +164,8 @@ class Demo:
             str(Path(self.database or ROOT / "demo.sqlite3").with_suffix(".beat")),
         )
         self.spawn(str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{self.port}", "--noreload")
+        if self.url_file:
+            self.url_file.write_text(f"{self.redis_url}\n")
         return self
 
     def stop(self) -> None:
@@ -169,6 +181,8 @@ class Demo:
             _signal_group(process, signal.SIGKILL)
             process.wait()
         self.processes.clear()
+        if self.url_file and running_demo_redis_url(self.url_file) == self.redis_url:
+            self.url_file.unlink()
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
@@ -189,17 +203,55 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         os.killpg(process.pid, signum)
 
 
+def running_demo_redis_url(url_file: Path = URL_FILE) -> str | None:
+    """The Redis URL of the running demo, or None when no demo is running."""
+    try:
+        return url_file.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def manage_running_demo(args: list[str], url_file: Path = URL_FILE) -> int:
+    """Run ``manage.py ARGS`` against the running demo's Redis; its exit status."""
+    url = running_demo_redis_url(url_file)
+    if url is None:
+        print(
+            f"No demo is running ({url_file} not found); start it with "
+            "'python3 example_project/run.py', then run this again in another terminal.",
+            file=sys.stderr,
+        )
+        return 1
+    return Demo(redis_url=url).manage(*args, check=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--url-file",
+        type=Path,
+        default=URL_FILE,
+        help="where the running demo keeps its Redis URL (default: .demo-redis-url)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    manage = commands.add_parser(
+        "manage",
+        help="run a manage.py command against the running demo, e.g. 'manage heimdall locks'",
+    )
+    manage.add_argument("args", nargs=argparse.REMAINDER, help="the manage.py command")
     options = parser.parse_args()
     ensure_environment()
-    with Demo(port=options.port) as demo:
+    if options.command == "manage":
+        sys.exit(manage_running_demo(options.args, options.url_file))
+    # 'kill' stops it as Ctrl-C does: every process it started, and its URL file.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with Demo(port=options.port, url_file=options.url_file) as demo:
         print(
             f"\n  django-heimdall demo: {demo.url}\n"
             f"  admin:               {demo.url}admin/  (user {demo.username!r}, "
             f"password {demo.password!r})\n"
             f"  Redis:               {demo.redis_url}\n"
+            "  commands:            python3 example_project/run.py manage heimdall locks\n"
             "  Ctrl-C stops everything.\n",
             flush=True,
         )

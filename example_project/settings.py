@@ -9,8 +9,13 @@ from pathlib import Path
 from django_heimdall.testing import redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# REDIS_URL if set; otherwise an embedded redis-server (the demo runner starts one
-# and passes its URL to every process it starts).
+# The running demo's file: run.py writes its Redis URL there, so that
+# ``manage.py heimdall locks`` started by hand looks at the demo's Redis.
+DEMO_REDIS_URL_FILE = BASE_DIR / ".demo-redis-url"
+if not os.environ.get("REDIS_URL") and DEMO_REDIS_URL_FILE.exists():
+    os.environ["REDIS_URL"] = DEMO_REDIS_URL_FILE.read_text().strip()
+# REDIS_URL if set (the demo runner passes it to every process it starts), else
+# the running demo's; otherwise an embedded redis-server, with a note on stderr.
 REDIS_URL = redis_url()
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-not-secret")
@@ -108,9 +113,15 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# django_heimdall's lines, once each, in the worker's format. The logger does not
+# propagate: the worker and beat give the root logger a handler of their own,
+# which would print every line a second time.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_heimdall": {"handlers": ["console"], "level": "INFO"}},
+    "formatters": {
+        "celery": {"format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"}
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "celery"}},
+    "loggers": {"django_heimdall": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }

@@ -1,9 +1,12 @@
 """The demo's startup path: Redis, database, worker, beat and web server start
-and talk to each other, and stopping leaves no process behind."""
+and talk to each other, ``run.py manage`` reaches the running demo's Redis, and
+stopping leaves no process behind."""
 
 import json
 import os
 import socket
+import subprocess
+import sys
 import urllib.request
 from http.cookiejar import CookieJar
 
@@ -11,8 +14,10 @@ import pytest
 from celery import Celery
 
 from django_heimdall.testing import EmbeddedRedis
-from example_project.run import Demo
+from example_project.run import ROOT, Demo
 from tests.conftest import wait_until
+
+RUN_PY = ROOT / "example_project" / "run.py"
 
 
 def free_port():
@@ -33,7 +38,11 @@ def alive(pid):
 def demo(tmp_path):
     redis = EmbeddedRedis().start()  # never the shared server: the demo uses plain queue names
     demo = Demo(
-        port=free_port(), redis_url=redis.url, database=str(tmp_path / "demo.sqlite3"), quiet=True
+        port=free_port(),
+        redis_url=redis.url,
+        database=str(tmp_path / "demo.sqlite3"),
+        quiet=True,
+        url_file=tmp_path / "demo-redis-url",  # never the checkout's .demo-redis-url
     )
     try:
         yield demo.start()
@@ -66,11 +75,90 @@ def test_demo_starts_and_its_pieces_talk_to_each_other(demo):
     control.close()
 
 
+def run_py(url_file, *args, database=None):
+    """``python3 example_project/run.py --url-file FILE ARGS`` in this Python, as a user
+    would run it in a second terminal."""
+    env = {**os.environ, "DEMO_NO_VENV": "1"}
+    if database:
+        env["DEMO_DATABASE"] = database
+    return subprocess.run(
+        [sys.executable, str(RUN_PY), "--url-file", str(url_file), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_run_py_manage_sees_the_running_demos_locks(demo):
+    assert demo.url_file.read_text().strip() == demo.redis_url
+    # Three locks in the demo's Redis: a digest is unique for 30 s, even after it ran.
+    hold = run_py(
+        demo.url_file,
+        "manage",
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from example_project.demo.tasks import send_digest\n"
+        "print(*[send_digest.delay(user).id for user in (1, 2, 3)])",
+        database=demo.database,
+    )
+    assert hold.returncode == 0, hold.stderr
+    holders = hold.stdout.split()
+    assert len(set(holders)) == 3
+
+    # This process's REDIS_URL is another server: the command follows the demo's file.
+    listed = run_py(
+        demo.url_file,
+        "manage",
+        "heimdall",
+        "locks",
+        "--task",
+        "example_project.demo.tasks.send_digest",
+        "--json",
+        database=demo.database,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "embedded" not in listed.stderr
+    locks = json.loads(listed.stdout)
+    assert locks["total"] == 3
+    assert sorted(lock["holder"] for lock in locks["locks"]) == sorted(holders)
+
+
+def test_run_py_manage_without_a_running_demo_says_so(tmp_path):
+    result = run_py(tmp_path / "no-demo", "manage", "heimdall", "locks")
+    assert result.returncode == 1
+    assert "No demo is running" in result.stderr
+    assert "python3 example_project/run.py" in result.stderr
+
+
+def test_an_embedded_redis_started_for_a_command_is_announced():
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from django_heimdall.testing import redis_url; redis_url()"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "REDIS_URL is not set: started an empty embedded redis-server" in result.stderr
+
+
 def test_stopping_the_demo_leaves_no_process(tmp_path):
     redis = EmbeddedRedis().start()
+    url_file = tmp_path / "demo-redis-url"
     demo = Demo(
-        port=free_port(), redis_url=redis.url, database=str(tmp_path / "db.sqlite3"), quiet=True
+        port=free_port(),
+        redis_url=redis.url,
+        database=str(tmp_path / "db.sqlite3"),
+        quiet=True,
+        url_file=url_file,
     ).start()
+    assert url_file.read_text().strip() == redis.url
     pids = [process.pid for process in demo.processes]
     try:
         wait_until(
@@ -82,6 +170,7 @@ def test_stopping_the_demo_leaves_no_process(tmp_path):
         demo.stop()
         redis.stop()
     assert not [pid for pid in pids if alive(pid)]
+    assert not url_file.exists()  # no stale URL for 'run.py manage' to follow
     # The worker's pool processes were in its process group: the group is gone too.
     for pid in pids:
         with pytest.raises(ProcessLookupError):
