@@ -127,3 +127,16 @@ class RateLimitWindow(models.Model):
 
     def __str__(self) -> str:
         return str(self._meta.verbose_name)
+
+
+class BeatLeader(models.Model):
+    """The beat process leading under the lease in Redis (no table)."""
+
+    class Meta:
+        managed = False
+        default_permissions = ("view",)
+        verbose_name = _("beat leader")
+        verbose_name_plural = _("beat leader")
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)

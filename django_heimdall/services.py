@@ -18,13 +18,17 @@ from .exceptions import HeimdallUnavailable
 from .options import OPTIONS, display
 from .overrides import publish_on_commit
 from .store import LiveState, LockInfo, LockPage, RatePage, RateWindow, get_store
+from .store.beat import BeatLeader, BeatOccurrence, BeatState
 
 __all__ = [
+    "BeatLeader",
+    "BeatOccurrence",
     "HeimdallUnavailable",
     "LockInfo",
     "LockPage",
     "RatePage",
     "RateWindow",
+    "beat",
     "effective_policies",
     "live",
     "publish_on_commit",
@@ -58,6 +62,11 @@ class ReleaseResult(NamedTuple):
 def live() -> LiveState:
     """Listings and bulk changes of the live Redis state."""
     return LiveState(get_store())
+
+
+def beat() -> BeatState:
+    """The beat leader and the latest occurrences sent or skipped."""
+    return BeatState(get_store())
 
 
 def heimdall_tasks() -> dict[str, Any]:

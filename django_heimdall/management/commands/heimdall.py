@@ -1,4 +1,5 @@
-"""``manage.py heimdall``: inspect and clear live locks, policies and rate limits.
+"""``manage.py heimdall``: inspect and clear live locks, policies and rate limits,
+and show the beat leader.
 
 The command parses and prints; the work is done by ``django_heimdall.services``
 and the store, the same code the admin uses.
@@ -12,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import HeimdallUnavailable
-from ...services import effective_policies, live, release_locks
+from ...services import beat, effective_policies, live, release_locks
 
 
 class Command(BaseCommand):
@@ -58,6 +59,11 @@ class Command(BaseCommand):
             dest="interactive",
             help="Do not ask for confirmation.",
         )
+
+        beat_parser = sub.add_parser(
+            "beat", help="Show the beat leader and the latest occurrences sent or skipped."
+        )
+        beat_parser.add_argument("--json", action="store_true", help="Print JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         handler = getattr(self, "handle_" + options["action"].replace("-", "_"))
@@ -169,6 +175,32 @@ class Command(BaseCommand):
         if not live().reset_rate(identity):
             raise CommandError(f"No rate-limit window is open for {identity!r}.")
         self.stdout.write(f"Window of {identity} reset.")
+
+    def handle_beat(self, *, json: bool, **options: Any) -> None:
+        state = beat()
+        leader, recent = state.leader(), state.recent()
+        if json:
+            self._json(
+                {
+                    "leader": leader._asdict() if leader else None,
+                    "recent": [occurrence._asdict() for occurrence in recent],
+                }
+            )
+            return
+        if leader is None:
+            self.stdout.write("No beat leads (none running, or the lease lapsed).")
+        else:
+            self.stdout.write(
+                f"Leader: {leader.beat_id}  host={leader.host}  pid={leader.pid}  "
+                f"since {leader.since.isoformat()}  lease left {leader.lease_left:.1f}s"
+            )
+        for o in recent:
+            held = f"  held by {o.holder}" if o.holder else ""
+            self.stdout.write(
+                f"{o.scheduled.isoformat()}  {o.outcome:<7}  {o.entry} ({o.task})  "
+                f"by {o.beat_id}{held}"
+            )
+        self.stdout.write(f"{len(recent)} recent occurrence(s)")
 
     # -- helpers -------------------------------------------------------------------
 

@@ -1,0 +1,247 @@
+"""Beat schedulers that may run several times at once: one leads, the others stand by.
+
+``CELERY_BEAT_SCHEDULER = "django_heimdall.beat:Scheduler"`` (Celery's default file
+scheduler) or ``"django_heimdall.beat:DatabaseScheduler"`` (django-celery-beat's).
+Every tick the leader renews its lease in Redis and standbys try to take it; before
+sending, the leader claims the occurrence (entry, scheduled fire time), so that even
+two beats that both believe they lead send it at most once. An occurrence whose task
+is unique and whose lock is held is not sent at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import uuid
+from typing import Any
+
+from celery import beat, schedules
+from celery.utils.time import maybe_make_aware
+
+from . import keys, signals
+from .conf import heimdall_settings
+from .store import get_store
+from .store.beat import BeatStore, Claimed, Led
+
+logger = logging.getLogger("django_heimdall")
+
+#: Message header naming the occurrence a message was sent for: ``"<entry>@<ms>"``.
+OCCURRENCE_HEADER = "heimdall_beat_occurrence"
+
+
+def occurrence_ms(entry: Any) -> int:
+    """The scheduled fire time of the occurrence of ``entry`` that is due now, in ms.
+
+    Beats agree on it without talking: a fixed interval is aligned to the epoch
+    (each process's ``last_run_at`` differs slightly), crontab, solar and clocked
+    schedules name their own fire time (to the second).
+    """
+    schedule = entry.schedule
+    last = maybe_make_aware(entry.last_run_at)
+    if isinstance(schedule, schedules.schedule) and not isinstance(
+        schedule, (schedules.crontab, schedules.solar)
+    ):
+        every = max(1, round(schedule.run_every.total_seconds() * 1000))
+        due = math.floor(last.timestamp() * 1000) + every
+        return due // every * every
+    due = maybe_make_aware(schedule.now()) + schedule.remaining_estimate(last)
+    return round(due.timestamp()) * 1000
+
+
+class Leadership:
+    """This process's view of the leader lease."""
+
+    def __init__(self) -> None:
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.beat_id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.leading = False
+        self._told: str | None = None  # the leader last logged, to log changes only
+
+    @property
+    def lease(self) -> float:
+        return float(heimdall_settings.BEAT_LEASE)
+
+    @property
+    def poll(self) -> float:
+        """Longest sleep between ticks: the lease is renewed (or looked at) three
+        times per lease."""
+        return self.lease / 3
+
+    def store(self) -> BeatStore:
+        return BeatStore(get_store())
+
+    def refresh(self) -> bool:
+        """Take or renew the lease; never raises (a beat must not crash on Redis)."""
+        try:
+            led = self.store().lead(self.beat_id, int(self.lease * 1000), self.host, self.pid)
+        except Exception as exc:
+            self.step_down(f"cannot reach the leader lease: {exc}")
+            return False
+        if led.status == Led.STANDBY:
+            if self.leading:
+                self.step_down(f"lost the leader lease to {led.leader}")
+            elif self._told != led.leader:
+                logger.info(
+                    "beat %s: standing by, %s leads (lease left %.1fs)",
+                    self.beat_id,
+                    led.leader,
+                    led.lease_left,
+                )
+            self._told = led.leader
+            return False
+        if not self.leading:
+            logger.info("beat %s: leading (lease %gs)", self.beat_id, self.lease)
+        self.leading, self._told = True, self.beat_id
+        return True
+
+    def step_down(self, why: str) -> None:
+        if self.leading or self._told != why:
+            logger.error("beat %s: %s; standing by", self.beat_id, why)
+        self.leading, self._told = False, why
+
+    def resign(self) -> None:
+        if not self.leading:
+            return
+        self.leading = False
+        try:
+            self.store().resign(self.beat_id)
+        except Exception as exc:
+            logger.warning("beat %s: could not give the lease back: %s", self.beat_id, exc)
+        else:
+            logger.info("beat %s: gave the leader lease back", self.beat_id)
+
+
+class LeaderMixin:
+    """Lease, claims and lock checks around a Celery scheduler's tick."""
+
+    app: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.leadership = Leadership()
+        super().__init__(*args, **kwargs)
+        # The lease is renewed every tick: never sleep through a third of it.
+        self.max_interval = min(self.max_interval, self.leadership.poll)
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        self.leadership.refresh()
+        delay = super().tick(*args, **kwargs)  # type: ignore[misc]
+        return min(delay, self.leadership.poll)
+
+    def apply_entry(self, entry: Any, producer: Any = None) -> None:
+        # A standby's schedule advances like the leader's (reserve() already ran),
+        # so after a takeover it sends from the next occurrence, without a backlog.
+        if not self.leadership.leading:
+            logger.debug("beat: standing by, %s not sent", entry.name)
+            return
+        try:
+            send = self._claim(entry)
+        except Exception as exc:
+            logger.error("beat: %s not sent: %s", entry.name, exc, exc_info=True)
+            return
+        if send is not None:
+            super().apply_entry(send, producer=producer)  # type: ignore[misc]
+
+    def _claim(self, entry: Any) -> Any:
+        """The entry to send (with its occurrence header), or ``None`` if not sent."""
+        leadership = self.leadership
+        occurrence = occurrence_ms(entry)
+        task = self.app.tasks.get(entry.task)
+        lock = _lock_identity(task, entry)
+        try:
+            claim = leadership.store().claim(
+                leadership.beat_id, entry.name, occurrence, entry.task, lock
+            )
+        except Exception as exc:
+            leadership.step_down(f"cannot claim {entry.name}: {exc}")
+            return None
+        tag = f"{entry.name}@{occurrence}"
+        if claim.status == Claimed.SEND:
+            # A shallow copy (entries' own __reduce__ rebuilds them from their fields).
+            send = object.__new__(type(entry))
+            send.__dict__.update(entry.__dict__)
+            options = dict(entry.options or {})
+            options["headers"] = {**options.get("headers", {}), OCCURRENCE_HEADER: tag}
+            send.options = options
+            return send
+        if claim.status == Claimed.LOCKED:
+            logger.info(
+                "beat: %s (%s) not sent: %s still holds its unique lock",
+                tag,
+                entry.task,
+                claim.holder,
+            )
+            signals.beat_skipped.send(
+                sender=task, entry=entry.name, occurrence=occurrence, holder=claim.holder, key=lock
+            )
+        elif claim.status == Claimed.NOT_LEADER:
+            leadership.step_down(f"lost the leader lease before sending {tag}")
+        elif claim.status == Claimed.AHEAD:
+            logger.error(
+                "beat: %s not sent: this host's clock is ahead of Redis's; fix its time sync",
+                tag,
+            )
+        else:
+            logger.info("beat: %s was claimed already, not sent again", tag)
+        return None
+
+    def close(self) -> None:
+        self.leadership.resign()
+        super().close()  # type: ignore[misc]
+
+    @property
+    def info(self) -> str:
+        lease = f"    . heimdall -> leader lease {heimdall_settings.BEAT_LEASE}s"
+        return "\n".join(filter(None, [super().info, lease]))  # type: ignore[misc]
+
+
+def _lock_identity(task: Any, entry: Any) -> str | None:
+    """The unique lock the entry's call would take, if its task is unique."""
+    from .task import HeimdallTask
+
+    if not isinstance(task, HeimdallTask):
+        return None
+    policy = task.heimdall_policy
+    if not policy.unique:
+        return None
+    args = beat._evaluate_entry_args(entry.args)
+    kwargs = beat._evaluate_entry_kwargs(entry.kwargs)
+    return keys.identity(task, policy, args, kwargs).lock
+
+
+class Scheduler(LeaderMixin, beat.PersistentScheduler):
+    """Celery's default (file) scheduler, safe to run in several processes."""
+
+
+def _database_scheduler() -> type:
+    # Imported on first use: django-celery-beat is optional, and its models need
+    # Django's apps to be ready.
+    try:
+        from django_celery_beat.schedulers import DatabaseScheduler as Base
+    except ImportError as exc:
+        raise ImportError(
+            "django_heimdall.beat:DatabaseScheduler needs django-celery-beat: "
+            "pip install 'django-heimdall[beat]' and add 'django_celery_beat' to "
+            f"INSTALLED_APPS ({exc})"
+        ) from exc
+
+    class DatabaseScheduler(LeaderMixin, Base):
+        """django-celery-beat's scheduler, safe to run in several processes."""
+
+        def reserve(self, entry: Any) -> Any:
+            if self.leadership.leading:
+                return super().reserve(entry)
+            # A standby advances in memory only: the leader writes last_run_at.
+            return next(entry)
+
+    DatabaseScheduler.__module__ = __name__
+    return DatabaseScheduler
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DatabaseScheduler":
+        scheduler = globals()[name] = _database_scheduler()
+        return scheduler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,407 @@
+"""Beat that can run twice: a leader lease, a claim per occurrence, unique locks
+checked before sending. Proven with real ``celery beat`` processes, a real Redis
+and the messages they leave in the broker."""
+
+import base64
+import datetime
+import itertools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from celery import schedules
+from celery.beat import ScheduleEntry
+from django.core.management import call_command
+from django_redis import get_redis_connection
+
+from django_heimdall import signals
+from django_heimdall.beat import OCCURRENCE_HEADER, Scheduler, occurrence_ms
+from django_heimdall.checks import check_beat, check_settings
+from django_heimdall.services import beat as beat_state
+from django_heimdall.store import get_store
+from django_heimdall.store.beat import BeatStore, Claimed, Led
+from tests import tasks
+from tests.celery_app import app as celery_app
+from tests.conftest import WorkerProcess, wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEASE = 2.0  # seconds: short, so a failover happens within the test
+
+
+def env_for(prefix, schedule=None, database=None, lease=LEASE):
+    beat = {"lease": lease, "schedule": schedule or {}, "database": database}
+    return {
+        **os.environ,
+        "HEIMDALL_TEST_PREFIX": prefix,
+        "HEIMDALL_TEST_BEAT": json.dumps(beat),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+    }
+
+
+class BeatProcess(WorkerProcess):
+    """``celery beat`` in its own OS process, logging to a file."""
+
+    def __init__(self, env, tmp_path, name, scheduler="django_heimdall.beat:Scheduler"):
+        self.log_path = tmp_path / f"beat-{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        schedule = str(tmp_path / f"schedule-{name}")
+        argv = ["-A", "tests.celery_app", "beat", "-S", scheduler, "-s", schedule, "-l", "INFO"]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", *argv],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def stop(self):
+        if self.alive():
+            super().stop()
+        self._log.close()
+
+
+@pytest.fixture
+def beats(tmp_path):
+    started = []
+
+    def _start(env, name, **kwargs):
+        process = BeatProcess(env, tmp_path, name, **kwargs)
+        started.append(process)
+        return process
+
+    yield _start
+    for process in started:
+        process.stop()
+
+
+def ping_schedule(queue, every=1.0):
+    return {"ping": {"task": "tests.beat.ping", "schedule": every, "options": {"queue": queue}}}
+
+
+def messages(queue):
+    """Every message waiting in ``queue`` (nobody consumes it): (occurrence, args)."""
+    found = []
+    for raw in get_redis_connection("default").lrange(queue, 0, -1):
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        found.append((message["headers"].get(OCCURRENCE_HEADER), body[0]))
+    return found
+
+
+def occurrences_of(queue):
+    """Occurrence times (ms) of the messages in ``queue``, checking that each
+    occurrence was sent exactly once and that they are at least 1 s apart."""
+    tags = [tag for tag, _args in messages(queue)]
+    assert None not in tags, "a message was sent without a claim"
+    assert len(tags) == len(set(tags)), f"an occurrence was sent twice: {sorted(tags)}"
+    times = sorted(int(tag.rsplit("@", 1)[1]) for tag in tags)
+    assert all(b - a >= 1000 for a, b in itertools.pairwise(times)), times
+    return times
+
+
+def by_beat():
+    """Beat id of every occurrence sent, by occurrence ms, from the history."""
+    return {
+        int(o.scheduled.timestamp() * 1000): o.beat_id
+        for o in beat_state().recent()
+        if o.outcome == "sent"
+    }
+
+
+# -- the store: lease and claims ----------------------------------------------------
+
+
+def test_lease_is_owner_checked_renewed_and_given_back():
+    store = BeatStore(get_store())
+    assert store.lead("a", 5000, "host-a", 1).status == Led.TAKEN
+    standby = store.lead("b", 5000, "host-b", 2)
+    assert (standby.status, standby.leader) == (Led.STANDBY, "a")
+    assert store.lead("a", 5000, "host-a", 1).status == Led.RENEWED
+    assert not store.resign("b")  # not the leader: nothing happens
+    leader = beat_state().leader()
+    assert (leader.beat_id, leader.host, leader.pid) == ("a", "host-a", 1)
+    assert 0 < leader.lease_left <= 5
+    assert store.resign("a")
+    assert beat_state().leader() is None
+    assert store.lead("b", 5000, "host-b", 2).status == Led.TAKEN
+
+
+def test_each_occurrence_is_claimed_once_and_only_by_the_leader(redis_client):
+    store = BeatStore(get_store())
+    sec, _usec = redis_client.time()
+    now_ms = sec * 1000
+    store.lead("a", 5000, "h", 1)
+    assert store.claim("a", "ping", now_ms, "t").status == Claimed.SEND
+    assert store.claim("a", "ping", now_ms, "t").status == Claimed.CLAIMED
+    assert store.claim("a", "ping", now_ms - 1000, "t").status == Claimed.CLAIMED
+    assert store.claim("b", "ping", now_ms + 1000, "t").status == Claimed.NOT_LEADER
+    # The leader dies; its lease lapses; the new leader cannot send the same occurrence.
+    redis_client.delete(get_store().keys.beat_leader)
+    store.lead("b", 5000, "h", 2)
+    assert store.claim("b", "ping", now_ms, "t").status == Claimed.CLAIMED
+    assert store.claim("a", "ping", now_ms + 1000, "t").status == Claimed.NOT_LEADER
+    assert store.claim("b", "ping", now_ms + 1000, "t").status == Claimed.SEND
+    # A host whose clock is ahead of Redis's is refused (it would hold everyone back).
+    assert store.claim("b", "ping", now_ms + 60_000, "t").status == Claimed.AHEAD
+    recent = beat_state().recent()
+    assert [(o.beat_id, o.outcome) for o in recent] == [("b", "sent"), ("a", "sent")]
+    # Bounded: one claim per entry, and every beat key expires.
+    keys = get_store().keys
+    assert redis_client.zcard(keys.beat_claims) == 1
+    assert redis_client.pttl(keys.beat_claims) > 0
+    assert redis_client.pttl(keys.beat_history) > 0
+
+
+def test_every_beat_computes_the_same_occurrence():
+    start = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+    def entry(schedule, last_run_at):
+        return ScheduleEntry(
+            name="e", task="t", schedule=schedule, last_run_at=last_run_at, app=celery_app
+        )
+
+    every = schedules.schedule(datetime.timedelta(seconds=10))
+    # Two beats that sent the previous occurrence 0.1 s and 7 s after 12:00:00.
+    a = occurrence_ms(entry(every, start + datetime.timedelta(seconds=0.1)))
+    b = occurrence_ms(entry(every, start + datetime.timedelta(seconds=7)))
+    assert a == b == int((start + datetime.timedelta(seconds=10)).timestamp() * 1000)
+    cron = schedules.crontab(minute="*/5")
+    a = occurrence_ms(entry(cron, start + datetime.timedelta(seconds=1)))
+    b = occurrence_ms(entry(cron, start + datetime.timedelta(minutes=2)))
+    assert a == b == int((start + datetime.timedelta(minutes=5)).timestamp() * 1000)
+
+
+# -- the scheduler in this process ----------------------------------------------------
+
+
+def test_leader_steps_down_when_redis_is_unreachable_and_recovers(private_redis, tmp_path, caplog):
+    scheduler = Scheduler(app=celery_app, schedule_filename=str(tmp_path / "schedule"))
+    try:
+        scheduler.tick()
+        assert scheduler.leadership.leading
+        private_redis.stop()
+        with caplog.at_level(logging.ERROR, logger="django_heimdall"):
+            delay = scheduler.tick()  # does not raise
+        assert not scheduler.leadership.leading
+        assert 0 < delay <= scheduler.leadership.poll
+        assert any("standing by" in r.getMessage() for r in caplog.records)
+        private_redis.start()
+        scheduler.tick()
+        assert scheduler.leadership.leading
+    finally:
+        scheduler.close()
+
+
+def test_database_scheduler_needs_django_celery_beat(monkeypatch):
+    import django_heimdall.beat as heimdall_beat
+
+    monkeypatch.delitem(vars(heimdall_beat), "DatabaseScheduler", raising=False)
+    monkeypatch.setitem(sys.modules, "django_celery_beat.schedulers", None)
+    with pytest.raises(ImportError, match=r"django-heimdall\[beat\]"):
+        heimdall_beat.DatabaseScheduler  # noqa: B018
+
+
+def test_lease_is_checked(settings):
+    settings.HEIMDALL = {**settings.HEIMDALL, "BEAT_LEASE": 0}
+    assert [m.id for m in check_settings()] == ["heimdall.E005"]
+    settings.HEIMDALL = {**settings.HEIMDALL, "BEAT_LEASE": 10}
+    loop = celery_app.conf.beat_max_loop_interval
+    celery_app.conf.beat_max_loop_interval = 10
+    try:
+        (warning,) = check_beat()
+        assert warning.id == "heimdall.W004"
+        celery_app.conf.beat_max_loop_interval = 3
+        assert check_beat() == []
+    finally:
+        celery_app.conf.beat_max_loop_interval = loop
+
+
+@pytest.mark.django_db
+def test_skipped_occurrence_sends_a_signal_and_no_message(tmp_path, heimdall_prefix):
+    """A unique task whose lock is held: the leader claims the occurrence, logs,
+    signals, and publishes nothing."""
+    queue = f"{heimdall_prefix}-beat"
+    held = tasks.unique_add.apply_async((1, 2), queue=queue)  # holds the lock, never runs
+    scheduler = Scheduler(app=celery_app, schedule_filename=str(tmp_path / "schedule"))
+    received = []
+
+    def receiver(sender, **kwargs):
+        received.append((sender, kwargs))
+
+    signals.beat_skipped.connect(receiver)
+    try:
+        scheduler.leadership.refresh()
+        entry = scheduler.add(
+            name="adder",
+            task=tasks.unique_add.name,
+            schedule=1.0,
+            args=(1, 2),
+            options={"queue": queue},
+            last_run_at=datetime.datetime.now(datetime.timezone.utc)
+            - datetime.timedelta(seconds=5),
+        )
+        scheduler.apply_entry(entry, producer=scheduler.producer)
+    finally:
+        signals.beat_skipped.disconnect(receiver)
+        scheduler.close()
+    assert len(messages(queue)) == 1  # only the holder's own message
+    ((sender, kwargs),) = received
+    assert sender.name == tasks.unique_add.name
+    assert kwargs["holder"] == held.id and kwargs["entry"] == "adder"
+    (occurrence,) = beat_state().recent()
+    assert (occurrence.outcome, occurrence.holder) == ("skipped", held.id)
+
+
+# -- real beat processes --------------------------------------------------------------
+
+
+def test_two_beats_send_each_occurrence_once(beats, heimdall_prefix):
+    queue = f"{heimdall_prefix}-beat"
+    # A longer lease than the failover tests': a slow machine does not fail over here.
+    env = env_for(heimdall_prefix, ping_schedule(queue), lease=6.0)
+    first, second = beats(env, "a"), beats(env, "b")
+    wait_until(lambda: len(messages(queue)) >= 10, timeout=60, message="10 occurrences")
+    assert first.alive() and second.alive()
+    times = occurrences_of(queue)
+    assert len(times) >= 10
+    leader = beat_state().leader()
+    assert leader.pid in (first.pid, second.pid)
+    standby = second if leader.pid == first.pid else first
+    assert "standing by" in standby.log()
+    assert set(by_beat().values()) == {leader.beat_id}
+
+
+def test_standby_takes_over_when_the_leader_is_killed(beats, heimdall_prefix):
+    queue = f"{heimdall_prefix}-beat"
+    env = env_for(heimdall_prefix, ping_schedule(queue))
+    first, second = beats(env, "a"), beats(env, "b")
+    wait_until(lambda: len(messages(queue)) >= 3, timeout=60, message="3 occurrences")
+    old = beat_state().leader()
+    killed, survivor = (first, second) if old.pid == first.pid else (second, first)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.process.wait()
+    sent_before = len(messages(queue))
+
+    def new_leader_sent_three():
+        return sum(b != old.beat_id for b in by_beat().values()) >= 3
+
+    wait_until(new_leader_sent_three, timeout=60, message="the standby to send")
+    assert survivor.alive()
+    times = occurrences_of(queue)  # nothing sent twice across the failover
+    senders = by_beat()
+    new = beat_state().leader()
+    assert new.pid == survivor.pid and new.beat_id != old.beat_id
+    old_times = [t for t in times if senders.get(t) == old.beat_id]
+    new_times = [t for t in times if senders.get(t) == new.beat_id]
+    assert len(old_times) >= 3 and len(new_times) >= 3
+    assert max(old_times) < min(new_times)
+    assert len(times) >= sent_before + 3
+    # The survivor took over because the killed leader's lease lapsed (no resign).
+    assert new.since.timestamp() * 1000 > max(old_times)
+
+
+def test_unique_periodic_task_is_not_sent_while_it_runs(
+    beats, heimdall_prefix, worker_process, open_gate
+):
+    queue = f"{heimdall_prefix}-q"
+    worker_process(pool="threads", concurrency=2)
+    schedule = {
+        "blocking": {
+            "task": tasks.unique_blocking.name,
+            "schedule": 1.0,
+            "args": ["beat"],
+            "options": {"queue": queue},
+        }
+    }
+    process = beats(env_for(heimdall_prefix, schedule), "a")
+
+    def skipped():
+        return [o for o in beat_state().recent() if o.outcome == "skipped"]
+
+    wait_until(lambda: len(skipped()) >= 3, timeout=60, message="3 skipped occurrences")
+    runs = tasks.records("unique_blocking")
+    assert len(runs) == 1  # sent once; every later occurrence while it runs was skipped
+    assert {o.holder for o in skipped()} == {runs[0]["id"]}
+    assert "still holds its unique lock" in process.log()
+    open_gate("beat")
+    wait_until(
+        lambda: len(tasks.records("unique_blocking")) >= 2, timeout=60, message="a second run"
+    )
+    sent = [o for o in beat_state().recent() if o.outcome == "sent"]
+    assert len(sent) >= 2  # sent again once the first run released its lock
+
+
+def run_django(env, *args):
+    subprocess.run(
+        [sys.executable, "-m", "django", *args], env=env, cwd=ROOT, check=True, timeout=120
+    )
+
+
+def test_database_scheduler_sends_a_periodic_task_row_once_with_two_beats(
+    beats, heimdall_prefix, tmp_path
+):
+    queue = f"{heimdall_prefix}-beat"
+    env = env_for(heimdall_prefix, database=str(tmp_path / "beat.sqlite3"))
+    run_django(env, "migrate", "-v", "0", "--skip-checks")
+    row = (
+        "from django_celery_beat.models import IntervalSchedule, PeriodicTask\n"
+        "every, _ = IntervalSchedule.objects.get_or_create(every=1, period='seconds')\n"
+        "PeriodicTask.objects.update_or_create(name='db-ping', defaults=dict("
+        f"task='tests.beat.ping', interval=every, queue={queue!r}, args=%r))\n"
+    )
+    run_django(env, "shell", "-c", row % '["first"]')
+    scheduler = "django_heimdall.beat:DatabaseScheduler"
+    first = beats(env, "a", scheduler=scheduler)
+    second = beats(env, "b", scheduler=scheduler)
+    wait_until(lambda: len(messages(queue)) >= 5, timeout=60, message="5 occurrences")
+    run_django(env, "shell", "-c", row % '["second"]')  # a change to the row is picked up
+    wait_until(
+        lambda: sum(args == ["second"] for _tag, args in messages(queue)) >= 3,
+        timeout=60,
+        message="the changed row to be sent",
+    )
+    assert first.alive() and second.alive()
+    occurrences_of(queue)
+    assert len(set(by_beat().values())) == 1
+
+
+def test_command_prints_the_leader_and_recent_occurrences(capsys, redis_client):
+    store = BeatStore(get_store())
+    store.lead("host:1:abc", 5000, "host", 1)
+    sec, _usec = redis_client.time()
+    store.claim("host:1:abc", "ping", sec * 1000, "tests.beat.ping")
+    call_command("heimdall", "beat")
+    out = capsys.readouterr().out
+    assert "Leader: host:1:abc  host=host  pid=1" in out
+    assert "sent     ping (tests.beat.ping)  by host:1:abc" in out
+    call_command("heimdall", "beat", "--json")
+    data = json.loads(capsys.readouterr().out)
+    assert data["leader"]["pid"] == 1 and data["recent"][0]["outcome"] == "sent"
+
+
+def test_admin_shows_the_beat_leader_and_recent_occurrences(admin_client, redis_client):
+    from django.urls import reverse
+
+    url = reverse("admin:heimdall_beatleader_changelist")
+    assert "No beat leads" in admin_client.get(url).content.decode()
+    store = BeatStore(get_store())
+    store.lead("ops-1:4242:abc", 5000, "ops-1", 4242)
+    sec, _usec = redis_client.time()
+    store.claim("ops-1:4242:abc", "nightly-report", sec * 1000, "shop.tasks.report")
+    page = admin_client.get(url).content.decode()
+    assert "ops-1" in page and "4242" in page
+    assert "nightly-report" in page and "shop.tasks.report" in page
