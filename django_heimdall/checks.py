@@ -5,8 +5,8 @@ E004 cache is not django-redis · E005 invalid setting value · E006 unknown opt
 E007 invalid option value · E008 unimportable dotted path · E009 ``unique_on``
 names a missing argument · W001 ``TASKS`` names an unregistered task ·
 W002 ``TASKS`` names a task that is not a ``HeimdallTask`` ·
-W003 ``CACHE`` is the alias Django's ``cache`` uses · E010 the override table is
-missing (database check) ·
+W003 ``CACHE`` is the alias Django's ``cache`` uses · W005 the override table is
+missing (database check; a warning, so that ``migrate`` itself still runs) ·
 W004 ``BEAT_LEASE`` is not longer than beat's loop interval.
 """
 
@@ -309,7 +309,7 @@ def check_override_table(
         return []
     return [
         _error(
-            "heimdall.E010",
+            "heimdall.W005",
             "The table of django-heimdall's policy overrides does not exist.",
             "Run 'manage.py migrate heimdall'.",
         )

@@ -252,10 +252,14 @@ class HeimdallTask(Task):
         release = lock is not None
         try:
             return self.run(*args, **kwargs)
-        except (Retry, Reject) as exc:
-            # The message comes back with this task id, which still owns the lock.
-            if isinstance(exc, Retry) or getattr(exc, "requeue", False):
+        except Retry:
+            release = False  # the re-send (same task id) finds the lock still its own
+            raise
+        except Reject as exc:
+            if exc.requeue:
+                # The same message comes back: the lock stays, queued again for it.
                 release = False
+                self._heimdall_requeue(request.id, token)
             raise
         finally:
             if release:
@@ -331,6 +335,12 @@ class HeimdallTask(Task):
             raise
         logger.info("%s[%s] deferred by %.3fs", self.name, request.id, countdown)
         raise Ignore()
+
+    def _heimdall_requeue(self, task_id: str, token: str) -> None:
+        try:
+            get_store().release_owned(task_id, token, requeue=True)
+        except HeimdallUnavailable as exc:
+            logger.warning("%s[%s] lock not marked queued: %s", self.name, task_id, exc)
 
     def _heimdall_release(self, task_id: str, token: str = "") -> None:
         """Give back the lock ``task_id`` holds (owner-checked, through its owner

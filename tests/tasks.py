@@ -275,3 +275,29 @@ def unique_sleepy(self, name):
 @shared_task(base=HeimdallTask, bind=True, throws=(KeyError,), heimdall={"unique": True})
 def unique_with_throws(self):
     return None
+
+
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    heimdall={"unique": True, "unique_timeout": 600, "unique_wait_for_expiry": True},
+)
+def interval_crashing(self, name):
+    """An "at most once per interval" task that kills its own worker process."""
+    import os
+    import signal
+
+    record("interval_crashing", id=self.request.id)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(base=HeimdallTask, bind=True, acks_late=True, heimdall={"unique": True})
+def unique_rejecting_once(self, name):
+    """Rejects itself back to the queue on its first run."""
+    from celery.exceptions import Reject
+
+    lock = identity(self, self.heimdall_policy, (name,), {}).lock
+    record("unique_rejecting_once", id=self.request.id, holder=get_store().holder(lock))
+    if len(records("unique_rejecting_once")) == 1:
+        raise Reject("not yet", requeue=True)
+    return name

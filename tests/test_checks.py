@@ -382,7 +382,7 @@ def test_the_default_cache_alias_is_w003(settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_missing_override_table_is_e010_in_the_database_checks():
+def test_a_missing_override_table_is_w005_in_the_database_checks():
     from django.db import connection
 
     from django_heimdall.checks import check_override_table
@@ -392,7 +392,7 @@ def test_a_missing_override_table_is_e010_in_the_database_checks():
     with connection.schema_editor() as editor:
         editor.delete_model(PolicyOverride)
     try:
-        (message,) = with_id(check_override_table(databases=["default"]), "heimdall.E010")
+        (message,) = with_id(check_override_table(databases=["default"]), "heimdall.W005")
         assert "migrate" in message.hint
     finally:
         with connection.schema_editor() as editor:

@@ -136,3 +136,35 @@ def test_structures_shrink_back_after_distinct_keys_and_crashed_holders(heimdall
     time.sleep(0.6)  # one window and one lease later
     left = list(store.client.scan_iter(match=f"{{{heimdall_prefix}}}*", count=5000))
     assert left == []
+
+
+def test_interval_uniqueness_survives_a_killed_worker_process(worker_process):
+    from billiard.exceptions import WorkerLostError
+
+    worker = worker_process(pool="prefork", concurrency=1)
+    result = tasks.interval_crashing.apply_async(("oom",), queue=worker.queue)
+    lock = lock_of(tasks.interval_crashing, "oom")
+    with pytest.raises(WorkerLostError):
+        result.get(timeout=60)
+    assert get_store().holder(lock) == result.id  # the "once an interval" still holds
+    assert tasks.interval_crashing.delay("oom").id == result.id
+
+
+def test_reject_with_requeue_keeps_the_lock_like_a_retry():
+    from django_heimdall import signals
+
+    released = []
+
+    def receiver(sender, task_id, **kwargs):
+        released.append(task_id)
+
+    signals.lock_released.connect(receiver, weak=False)
+    try:
+        result = tasks.unique_rejecting_once.delay("again")
+        assert result.get(timeout=30) == "again"
+    finally:
+        signals.lock_released.disconnect(receiver)
+    runs = tasks.records("unique_rejecting_once")
+    assert [r["id"] for r in runs] == [result.id, result.id]
+    assert runs[1]["holder"] == result.id
+    assert released == [result.id]  # once, at the end: not when it was requeued

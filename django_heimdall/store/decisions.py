@@ -35,6 +35,7 @@ class Released(IntEnum):
     RELEASED = 30
     NOT_OWNER = 31
     KEPT = 32  # kept until its lease ends (unique_until "expired")
+    REQUEUED = 33  # kept for the same message, queued again
 
 
 class Renewed(IntEnum):
@@ -152,11 +153,16 @@ class Store:
         )
         return status == Released.RELEASED
 
-    def release_owned(self, owner: str, token: str = "") -> Released:
+    def release_owned(self, owner: str, token: str = "", *, requeue: bool = False) -> Released:
         """Give back the lock ``owner`` holds, found through its owner pointer; only
-        the execution ``token`` may (any execution when ``token`` is empty)."""
+        the execution ``token`` may (any execution when ``token`` is empty). With
+        ``requeue`` the lock stays, queued again for the same message."""
         keys = self.keys
-        status = self.call("release_owned", [keys.owner(owner)], [owner, token, keys.index_prefix])
+        status = self.call(
+            "release_owned",
+            [keys.owner(owner)],
+            [owner, token, keys.index_prefix, "requeue" if requeue else ""],
+        )
         return Released(status)
 
     def renew(self, identity: str, owner: str, lease_ms: int, task_name: str) -> bool:
