@@ -92,6 +92,8 @@ _BEAT = json.loads(os.environ.get("HEIMDALL_TEST_BEAT", "{}"))
 if _BEAT:
     CELERY_BEAT_SCHEDULE = _BEAT.get("schedule", {})
     HEIMDALL["BEAT_LEASE"] = _BEAT["lease"]
+    if _BEAT.get("cache"):  # a private server the test stops and starts again
+        CACHES[HEIMDALL["CACHE"]] = {**CACHES[HEIMDALL["CACHE"]], "LOCATION": _BEAT["cache"]}
     if _BEAT.get("database"):
         DATABASES["default"] = {
             "ENGINE": "django.db.backends.sqlite3",

@@ -24,6 +24,7 @@ from django_heimdall.checks import check_beat, check_settings
 from django_heimdall.services import beat as beat_state
 from django_heimdall.store import get_store
 from django_heimdall.store.beat import BeatStore, Claimed, Led
+from django_heimdall.testing import EmbeddedRedis
 from tests import tasks
 from tests.celery_app import app as celery_app
 from tests.conftest import WorkerProcess, wait_until
@@ -32,8 +33,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEASE = 2.0  # seconds: short, so a failover happens within the test
 
 
-def env_for(prefix, schedule=None, database=None, lease=LEASE):
-    beat = {"lease": lease, "schedule": schedule or {}, "database": database}
+def env_for(prefix, schedule=None, database=None, lease=LEASE, cache=None):
+    beat = {"lease": lease, "schedule": schedule or {}, "database": database, "cache": cache}
     return {
         **os.environ,
         "HEIMDALL_TEST_PREFIX": prefix,
@@ -343,6 +344,30 @@ def test_unique_periodic_task_is_not_sent_while_it_runs(
     )
     sent = [o for o in beat_state().recent() if o.outcome == "sent"]
     assert len(sent) >= 2  # sent again once the first run released its lock
+
+
+def test_leader_survives_its_redis_going_away_and_leads_again(beats, heimdall_prefix):
+    queue = f"{heimdall_prefix}-beat"
+    server = EmbeddedRedis().start()  # the lease's Redis; the broker stays up
+    try:
+        env = env_for(heimdall_prefix, ping_schedule(queue), cache=server.url)
+        process = beats(env, "a")
+        wait_until(lambda: len(messages(queue)) >= 2, timeout=60, message="2 occurrences")
+        server.stop()
+        wait_until(
+            lambda: "cannot reach the leader lease" in process.log(),
+            timeout=60,
+            message="the leader to step down",
+        )
+        stalled = len(messages(queue))
+        server.start()
+        wait_until(lambda: len(messages(queue)) >= stalled + 2, timeout=60, message="sends")
+        assert process.alive()
+        log = process.log()  # led, stood by, led again
+        assert log.index("cannot reach the leader lease") < log.rindex("leading (lease")
+        occurrences_of(queue)
+    finally:
+        server.stop()
 
 
 def run_django(env, *args):

@@ -10,6 +10,7 @@ from django_heimdall.overrides import publish
 from django_heimdall.ratelimits import Rate
 from django_heimdall.services import live
 from django_heimdall.store import Store, get_store, scripts
+from django_heimdall.store.beat import BeatStore
 
 
 @pytest.fixture
@@ -41,6 +42,10 @@ def test_every_script_touches_keys_of_one_slot(recorded_calls):
     state.rate_windows()
     PolicyOverride.objects.create(task_name="task.a", options={"unique": True})
     publish()
+    beat = BeatStore(store)
+    beat.lead("b1", 10_000, "host", 1)
+    beat.claim("b1", "entry", state.now_ms(), "task.a", lock="a:1")
+    beat.resign("b1")
 
     assert {name for name, _ in recorded_calls} == set(scripts.NAMES)
     for name, keys in recorded_calls:
