@@ -207,6 +207,23 @@ def test_leader_steps_down_when_redis_is_unreachable_and_recovers(private_redis,
         scheduler.close()
 
 
+def test_leader_that_lost_its_lease_stands_by(tmp_path, caplog):
+    scheduler = Scheduler(app=celery_app, schedule_filename=str(tmp_path / "schedule"))
+    try:
+        scheduler.tick()
+        assert scheduler.leadership.leading
+        # Its lease lapsed (a long pause) and another beat took it.
+        get_store().client.delete(get_store().keys.beat_leader)
+        BeatStore(get_store()).lead("other", 5000, "elsewhere", 1)
+        with caplog.at_level(logging.ERROR, logger="django_heimdall"):
+            scheduler.tick()
+        assert not scheduler.leadership.leading
+        assert any("lost the leader lease to other" in r.getMessage() for r in caplog.records)
+    finally:
+        scheduler.close()
+    assert beat_state().leader().beat_id == "other"  # closing did not take it away
+
+
 def test_database_scheduler_needs_django_celery_beat(monkeypatch):
     import django_heimdall.beat as heimdall_beat
 
@@ -297,19 +314,22 @@ def test_standby_takes_over_when_the_leader_is_killed(beats, heimdall_prefix):
     killed.process.wait()
     sent_before = len(messages(queue))
 
-    def new_leader_sent_three():
-        return sum(b != old.beat_id for b in by_beat().values()) >= 3
+    def survivor_sent_three():
+        senders = by_beat()
+        last_old = max((t for t, b in senders.items() if b == old.beat_id), default=0)
+        return sum(b != old.beat_id for t, b in senders.items() if t > last_old) >= 3
 
-    wait_until(new_leader_sent_three, timeout=60, message="the standby to send")
+    wait_until(survivor_sent_three, timeout=60, message="the standby to send")
     assert survivor.alive()
     times = occurrences_of(queue)  # nothing sent twice across the failover
     senders = by_beat()
     new = beat_state().leader()
     assert new.pid == survivor.pid and new.beat_id != old.beat_id
     old_times = [t for t in times if senders.get(t) == old.beat_id]
-    new_times = [t for t in times if senders.get(t) == new.beat_id]
-    assert len(old_times) >= 3 and len(new_times) >= 3
-    assert max(old_times) < min(new_times)
+    assert old_times, "the killed leader sent nothing"
+    # After the killed leader's last occurrence, only the survivor sent.
+    later = [senders.get(t) for t in times if t > max(old_times)]
+    assert len(later) >= 3 and set(later) == {new.beat_id}
     assert len(times) >= sent_before + 3
     # The survivor took over because the killed leader's lease lapsed (no resign).
     assert new.since.timestamp() * 1000 > max(old_times)
