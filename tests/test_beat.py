@@ -450,3 +450,12 @@ def test_admin_shows_the_beat_leader_and_recent_occurrences(admin_client, redis_
     page = admin_client.get(url).content.decode()
     assert "ops-1" in page and "4242" in page
     assert "nightly-report" in page and "shop.tasks.report" in page
+
+
+def test_admin_page_says_when_redis_is_down(admin_client, private_redis):
+    from django.urls import reverse
+
+    private_redis.stop()
+    response = admin_client.get(reverse("admin:heimdall_beatleader_changelist"))
+    assert response.status_code == 200
+    assert "Redis is unreachable" in response.content.decode()
