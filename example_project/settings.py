@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_celery_beat",
     "django_celery_results",
     "django_heimdall",
     "example_project.demo",
@@ -106,9 +107,13 @@ CELERY_TASK_ROUTES = {
     "example_project.demo.tasks.generate_report": {"queue": "low"},
     "example_project.demo.tasks.nightly_cleanup": {"queue": "low"},
 }
+# The schedule lives in the database (django-celery-beat's periodic tasks, editable
+# in the admin); django-heimdall's scheduler lets several beats run and skips an
+# occurrence whose unique task still holds its lock.
+CELERY_BEAT_SCHEDULER = "django_heimdall.beat:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
-    # Sent every 5 s but runs for 8 s: while one runs, beat's next copies are
-    # duplicates and are not published, so it never overlaps itself.
+    # Stored as a periodic task at beat's start. Due every 5 s but runs for 8 s:
+    # while one runs, beat skips the next occurrences, so it never overlaps itself.
     "cleanup": {"task": "example_project.demo.tasks.nightly_cleanup", "schedule": 5.0},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
