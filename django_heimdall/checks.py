@@ -7,6 +7,7 @@ names a missing argument · W001 ``TASKS`` names an unregistered task ·
 W002 ``TASKS`` names a task that is not a ``HeimdallTask`` ·
 W003 ``CACHE`` is the alias Django's ``cache`` uses · W005 the override table is
 missing (database check; a warning, so that ``migrate`` itself still runs) ·
+W010 a ``HeimdallTask`` still carries celery-once's or celery-singleton's options ·
 W004 ``BEAT_LEASE`` is not longer than beat's loop interval.
 """
 
@@ -227,6 +228,7 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
                 task.heimdall, f"Task {name!r} (heimdall={{...}})", dotted_paths=False
             )
         errors += _check_unique_on(name, task, tasks.get(name))
+        errors += _check_peer_leftovers(name, task)
     errors += [
         _error(
             "heimdall.W002",
@@ -313,4 +315,26 @@ def check_override_table(
             "The table of django-heimdall's policy overrides does not exist.",
             "Run 'manage.py migrate heimdall'.",
         )
+    ]
+
+
+# Task attributes of the peers that django-heimdall replaces, with the option to use.
+_PEER_ATTRIBUTES = {
+    "once": ("celery-once", "heimdall={'unique': True, ...}"),
+    "unique_on": ("celery-singleton", "heimdall={'unique': True, 'unique_on': [...]}"),
+    "raise_on_duplicate": ("celery-singleton", "heimdall={'on_duplicate': 'raise'}"),
+    "lock_expiry": ("celery-singleton", "heimdall={'unique_timeout': ...}"),
+}
+
+
+def _check_peer_leftovers(name: str, task: Any) -> list[checks.CheckMessage]:
+    return [
+        _error(
+            "heimdall.W010",
+            f"Task {name!r} carries {peer}'s {attribute!r} option, which django-heimdall "
+            "ignores: the task is not unique through it.",
+            f"Use {replacement} instead (see docs/migrating.md).",
+        )
+        for attribute, (peer, replacement) in _PEER_ATTRIBUTES.items()
+        if attribute in vars(type(task))
     ]

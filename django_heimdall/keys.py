@@ -123,12 +123,30 @@ def _pick(task: Any, arguments: dict, names: tuple[str, ...]) -> dict:
     return picked
 
 
+def _call_key(task: Any, key: Any, args: Any, kwargs: Any) -> Any:
+    """Call a key function: ``key(args, kwargs)``, or with the task's bound
+    arguments by name (``lambda customer_id, **_: ...``)."""
+    try:
+        params = inspect.signature(key).parameters
+    except (TypeError, ValueError):
+        params = {}
+    sig = _signature(task)
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    by_name = sig is not None and bool(params) and all(n in sig.parameters for n in named)
+    if not by_name:
+        return key(list(args or ()), dict(kwargs or {}))
+    arguments = bind_arguments(task, args, kwargs)
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        arguments = {name: value for name, value in arguments.items() if name in params}
+    return key(**arguments)
+
+
 def identity(task: Any, policy: Policy, args: Any, kwargs: Any) -> Identity:
     """The identity of one call of ``task`` under ``policy``."""
     key = policy.key
     if key is not None:
         if callable(key):
-            key = key(list(args or ()), dict(kwargs or {}))
+            key = _call_key(task, key, args, kwargs)
             if not isinstance(key, str) or not key:
                 raise TypeError(
                     f"the 'key' function of task {task.name!r} must return a non-empty str, "

@@ -138,6 +138,26 @@ def _names_from_form(value: Any) -> list[str] | None:
     return [part.strip().strip("'\"") for part in value.split(",") if part.strip()]
 
 
+def choice(*values: str) -> Kind:
+    """A kind whose values are one of ``values``."""
+
+    def parse(name: str, value: Any, dotted_paths: bool) -> str:
+        if value not in values:
+            raise _invalid(
+                name,
+                f"'{name}' must be one of {', '.join(map(repr, values))}, not {value!r}.",
+                f"Use one of: {', '.join(values)}.",
+            )
+        return value
+
+    return Kind(
+        parse,
+        lambda: forms.ChoiceField(
+            required=False, choices=[("", _("(inherit)")), *((v, v) for v in values)]
+        ),
+    )
+
+
 BOOL = Kind(
     _parse_bool,
     lambda: forms.NullBooleanField(
@@ -173,6 +193,11 @@ class Option:
     scopes: frozenset[str] = EVERYWHERE
     #: Argument names that must exist in the task's signature (checked by E009).
     names_arguments: bool = False
+    #: Another spelling of option ``legacy_of`` (celery-heimdall's names): its value
+    #: becomes ``to_canonical(value)`` there, and reads back as ``from_canonical``.
+    legacy_of: str | None = None
+    to_canonical: Callable[[Any], Any] | None = None
+    from_canonical: Callable[[Any], Any] | None = None
 
     def parse(self, value: Any, *, dotted_paths: bool = False) -> Any:
         if value is None and self.default is None:
@@ -185,21 +210,48 @@ SECTIONS = {"unique": _("Uniqueness"), "rate": _("Rate limit")}
 OPTIONS: dict[str, Option] = {
     option.name: option
     for option in (
-        Option("unique", BOOL, False, _("One queued-or-running copy per key.")),
+        Option(
+            "unique",
+            BOOL,
+            False,
+            _("One queued-or-running copy per key."),
+            scopes=EVERYWHERE | {CALL},
+        ),
         Option(
             "unique_timeout",
             SECONDS,
             3600,
             _("Lease of the unique lock, in seconds; a crashed holder blocks at most this long."),
+            scopes=EVERYWHERE | {CALL},
+        ),
+        Option(
+            "unique_until",
+            choice("finished", "started", "expired"),
+            "finished",
+            _(
+                "When the lock ends: finished (the task ended), started (a copy may queue while "
+                "one runs) or expired (unique_timeout passed: at most once per interval)."
+            ),
+            scopes=EVERYWHERE | {CALL},
+        ),
+        Option(
+            "on_duplicate",
+            choice("existing", "raise", "replace"),
+            "existing",
+            _(
+                "A duplicate enqueue returns the holder's result (existing), raises "
+                "AlreadyQueuedError (raise), or replaces a still-queued holder (replace)."
+            ),
+            scopes=EVERYWHERE | {CALL},
         ),
         Option(
             "key",
             KEY,
             None,
             _(
-                "callable(args, kwargs) -> str or a literal string that replaces task name and "
-                "arguments as the key; makes rate limits per key. In settings and the admin: a "
-                "dotted path."
+                "A callable returning the key — taking (args, kwargs), or the task's arguments "
+                "by name — or a literal string; replaces task name and arguments; makes rate "
+                "limits per key. In settings and the admin: a dotted path."
             ),
         ),
         Option(
@@ -213,13 +265,30 @@ OPTIONS: dict[str, Option] = {
             "unique_raises",
             BOOL,
             False,
-            _("A duplicate enqueue raises AlreadyQueuedError instead of returning the holder."),
+            _("celery-heimdall's name: True is on_duplicate='raise'."),
+            scopes=frozenset({DECORATOR, SETTINGS}),
+            legacy_of="on_duplicate",
+            to_canonical=lambda value: "raise" if value else "existing",
+            from_canonical=lambda value: value == "raise",
         ),
         Option(
             "unique_wait_for_expiry",
             BOOL,
             False,
-            _("Keep the lock until unique_timeout passes, not until the task ends."),
+            _("celery-heimdall's name: True is unique_until='expired'."),
+            scopes=frozenset({DECORATOR, SETTINGS}),
+            legacy_of="unique_until",
+            to_canonical=lambda value: "expired" if value else "finished",
+            from_canonical=lambda value: value == "expired",
+        ),
+        Option(
+            "heartbeat",
+            BOOL,
+            False,
+            _(
+                "Renew the task's lock in the background every lease/3 while its body runs, so "
+                "that unique_timeout can be short."
+            ),
         ),
         Option(
             "rate_limit",
@@ -234,6 +303,8 @@ OPTIONS: dict[str, Option] = {
     )
 }
 OPTION_NAMES = tuple(OPTIONS)
+#: The options a policy holds; the others are legacy spellings of these.
+CANONICAL = {name: o for name, o in OPTIONS.items() if o.legacy_of is None}
 
 
 def unknown_option(name: str) -> OptionError:
@@ -258,17 +329,46 @@ def parse_option(name: str, value: Any, *, dotted_paths: bool = False) -> Any:
 
 
 def parse_options(options: Any, *, dotted_paths: bool = False) -> dict[str, Any]:
-    """Parse a whole option mapping; raise the first ``OptionError``."""
+    """Parse a whole option mapping into canonical options; raise the first
+    ``OptionError``. A legacy spelling gives way to its canonical option when both
+    are set."""
     if not isinstance(options, Mapping):
         raise _invalid(
             "*",
             f"task options must be a dict, not {options!r}.",
             "Give a dict like {'unique': True}.",
         )
-    return {
+    parsed = {
         name: parse_option(name, value, dotted_paths=dotted_paths)
         for name, value in options.items()
     }
+    for name in list(parsed):
+        option = OPTIONS[name]
+        if option.legacy_of is not None:
+            value = parsed.pop(name)
+            if option.legacy_of not in options and option.to_canonical is not None:
+                parsed[option.legacy_of] = option.to_canonical(value)
+    return parsed
+
+
+def parse_call_options(options: Any) -> dict[str, Any]:
+    """Validate per-call options (``apply_async(..., heimdall={...})``)."""
+    if not isinstance(options, Mapping):
+        raise _invalid(
+            "heimdall",
+            f"heimdall= must be a dict of options, not {options!r}.",
+            "Give a dict like {'on_duplicate': 'raise'}.",
+        )
+    per_call = sorted(name for name, o in CANONICAL.items() if CALL in o.scopes)
+    for name in options:
+        if name not in OPTIONS or CALL not in OPTIONS[name].scopes:
+            raise OptionError(
+                "heimdall.E006",
+                name,
+                f"'{name}' cannot be given per call.",
+                f"Options of one call: {', '.join(per_call)}.",
+            )
+    return parse_options(options)
 
 
 def signature_errors(task: Any, options: Mapping[str, Any]) -> list[OptionError]:
@@ -314,6 +414,8 @@ def markdown_table() -> str:
     """The option table of ``docs/options.md`` (a test keeps the two in step)."""
     rows = ["| option | default | where | meaning |", "|---|---|---|---|"]
     for option in OPTIONS.values():
+        if option.legacy_of is not None:
+            continue
         scopes = ", ".join(sorted(option.scopes))
         rows.append(f"| `{option.name}` | `{option.default!r}` | {scopes} | {option.help} |")
     return "\n".join(rows)

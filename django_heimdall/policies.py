@@ -13,13 +13,14 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import heimdall_settings, on_reload
-from .options import OPTIONS, OptionError, parse_options
+from .options import CANONICAL, OPTIONS, OptionError, parse_options
 
 SOURCE_BUILTIN = "built-in"
 SOURCE_DEFAULTS = "settings default"
 SOURCE_DECORATOR = "decorator"
 SOURCE_SETTINGS = "settings"
 SOURCE_ADMIN = "admin"
+SOURCE_CALL = "call"
 
 
 class Policy:
@@ -31,14 +32,27 @@ class Policy:
         self, task_name: str, values: Mapping[str, Any], sources: Mapping[str, str] | None = None
     ):
         self.task_name = task_name
-        self.values = {**{name: o.default for name, o in OPTIONS.items()}, **values}
-        self.sources = dict(sources or dict.fromkeys(OPTIONS, SOURCE_BUILTIN))
+        self.values = {**{name: o.default for name, o in CANONICAL.items()}, **values}
+        self.sources = dict(sources or dict.fromkeys(CANONICAL, SOURCE_BUILTIN))
+        for name, option in OPTIONS.items():
+            if option.legacy_of is not None:
+                self.sources[name] = self.sources[option.legacy_of]
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self.values[name]
         except KeyError:
+            option = OPTIONS.get(name)
+            if option is not None and option.from_canonical is not None:
+                return option.from_canonical(self.values[option.legacy_of])
             raise AttributeError(name) from None
+
+    def with_call_options(self, options: Mapping[str, Any]) -> Policy:
+        """This policy with one call's (already parsed) options on top."""
+        if not options:
+            return self
+        sources = {**self.sources, **dict.fromkeys(options, SOURCE_CALL)}
+        return Policy(self.task_name, {**self.values, **options}, sources)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -56,6 +70,10 @@ class Policy:
     @property
     def active(self) -> bool:
         return self.unique or self.rate_limit is not None
+
+    @property
+    def keep_until_expired(self) -> bool:
+        return self.unique_until == "expired"
 
     @property
     def unique_timeout_ms(self) -> int:
@@ -84,8 +102,19 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+_disabled = 0
+
+
+def disable(flag: bool) -> None:
+    """Switch every policy off (``True``) or back on; nests (see ``heimdall_disabled``)."""
+    global _disabled
+    _disabled += 1 if flag else -1
+
+
 def resolve(task_name: str, decorator_options: Mapping[str, Any] | None = None) -> Policy:
     """The effective policy of ``task_name``; cached until settings or overrides change."""
+    if _disabled:
+        return Policy(task_name, {})
     refresh = getattr(_override_source, "refresh", None)
     if refresh is not None and refresh():
         clear_cache()
@@ -125,7 +154,7 @@ def _build(task_name: str, decorator_options: Mapping[str, Any] | None) -> Polic
     if _override_source is not None:
         layers.append((SOURCE_ADMIN, dict(_override_source(task_name) or {})))
     values: dict[str, Any] = {}
-    sources = dict.fromkeys(OPTIONS, SOURCE_BUILTIN)
+    sources = dict.fromkeys(CANONICAL, SOURCE_BUILTIN)
     for label, options in layers:
         values.update(options)
         sources.update(dict.fromkeys(options, label))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import threading
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
@@ -28,12 +29,15 @@ from .exceptions import (
     HeimdallUnavailable,
     RateLimitExceeded,
 )
+from .options import OptionError, parse_call_options
 from .store import Acquired, Released, Started, get_store
 
 logger = logging.getLogger("django_heimdall")
 
 #: Message header carrying the lock key taken at enqueue.
 LOCK_HEADER = "heimdall_lock"
+#: Message header carrying the per-call options (``apply_async(heimdall={...})``).
+CALL_HEADER = "heimdall_call"
 
 
 def _in_canvas(link: Any, link_error: Any, options: dict[str, Any]) -> bool:
@@ -91,9 +95,18 @@ class HeimdallTask(Task):
         shadow=None,
         **options,
     ):
-        policy = self.heimdall_policy
         request = self.request
         retrying = task_id is not None and task_id == request.id
+        # Per-call options travel in the message, so that the worker applies the same
+        # policy; a retry keeps those of the call it retries.
+        call_raw = options.pop("heimdall", None)
+        if call_raw is None and retrying:
+            call_raw = getattr(request, CALL_HEADER, None)
+        policy = self.heimdall_policy.with_call_options(
+            parse_call_options(call_raw) if call_raw else {}
+        )
+        if call_raw:
+            options["headers"] = {**(options.get("headers") or {}), CALL_HEADER: dict(call_raw)}
         carried = getattr(request, LOCK_HEADER, None) if retrying else None
         if not policy.unique and carried is None:
             return super().apply_async(
@@ -115,7 +128,7 @@ class HeimdallTask(Task):
             )
 
         store = get_store()
-        keep = policy.unique_wait_for_expiry
+        keep = policy.keep_until_expired
         try:
             taken = store.acquire(
                 lock,
@@ -125,6 +138,7 @@ class HeimdallTask(Task):
                 ident.preview,
                 renew=not keep,
                 keep=keep,
+                replace=policy.on_duplicate == "replace" and not retrying,
             )
         except HeimdallUnavailable as exc:
             if not heimdall_settings.fail_open and not retrying:
@@ -141,7 +155,7 @@ class HeimdallTask(Task):
             signals.duplicate_blocked.send(
                 sender=self, task_id=task_id, holder=taken.holder, key=lock, stage="enqueue"
             )
-            if policy.unique_raises and not retrying:
+            if policy.on_duplicate == "raise" and not retrying:
                 raise AlreadyQueuedError(taken.holder, taken.expires_in)
             if generated and not _in_canvas(link, link_error, options):
                 logger.debug("%s: duplicate of %s not published", self.name, taken.holder)
@@ -155,8 +169,13 @@ class HeimdallTask(Task):
                 task_id,
                 taken.holder,
             )
-        elif taken.status == Acquired.TAKEN:
+        elif taken.status in (Acquired.TAKEN, Acquired.REPLACED):
             signals.lock_acquired.send(sender=self, task_id=task_id, key=lock)
+        if taken.status == Acquired.REPLACED:
+            # The queued holder lost its lock to this call: it is revoked, and if its
+            # message is still delivered its start sees it was replaced.
+            logger.info("%s[%s] replaces queued %s", self.name, task_id, taken.holder)
+            self.app.control.revoke(taken.holder)
 
         try:
             return publish()
@@ -164,7 +183,7 @@ class HeimdallTask(Task):
             # The broker may have taken the message before failing (a timeout after
             # the write): its start then finds no lock and takes one, so releasing
             # here never loses the task, at worst lets a copy be enqueued meanwhile.
-            if taken.status == Acquired.TAKEN:
+            if taken.status in (Acquired.TAKEN, Acquired.REPLACED):
                 self._heimdall_release(task_id)
             raise
 
@@ -176,7 +195,12 @@ class HeimdallTask(Task):
             # task(...) called directly (or from its own body): no lock, no limit.
             return super().__call__(*args, **kwargs)
         carried = getattr(request, LOCK_HEADER, None)
-        policy = self.heimdall_policy
+        try:
+            policy = self.heimdall_policy.with_call_options(
+                parse_call_options(getattr(request, CALL_HEADER, None) or {})
+            )
+        except OptionError as exc:  # a header written by another version, or by hand
+            raise HeimdallError(f"{self.name}: invalid per-call options: {exc}") from exc
         if not policy.active and carried is None:
             return self.run(*args, **kwargs)
         request._heimdall_gated = True
@@ -193,7 +217,6 @@ class HeimdallTask(Task):
             if request.is_eager
             else f"{request.hostname or os.uname().nodename}:{os.getpid()}:{uuid()[:8]}"
         )
-        keep = policy.unique_wait_for_expiry
         store = get_store()
         try:
             decision = store.start(
@@ -201,11 +224,11 @@ class HeimdallTask(Task):
                 task_name=self.name,
                 lock=lock,
                 lease_ms=policy.unique_timeout_ms,
-                renew=not keep,
+                renew=not policy.keep_until_expired,
                 preview=preview,
                 rates=rates,
                 token=token,
-                keep=keep,
+                until=policy.unique_until,
             )
         except HeimdallUnavailable as exc:
             if heimdall_settings.fail_open:
@@ -226,6 +249,16 @@ class HeimdallTask(Task):
                 self.name,
                 request.id,
             )
+            raise Ignore()
+        if decision.status == Started.REPLACED:
+            logger.info(
+                "%s[%s] not run: replaced by %s while queued",
+                self.name,
+                request.id,
+                decision.holder,
+            )
+            if not request.is_eager:
+                self.backend.mark_as_revoked(request.id, f"replaced by {decision.holder}", request)
             raise Ignore()
         if decision.status == Started.DUPLICATE:
             logger.warning(
@@ -249,7 +282,8 @@ class HeimdallTask(Task):
         # When the start was admitted, on the Redis clock (µs since the epoch).
         request.heimdall_started_at = decision.now_us
         request.heimdall_lock = lock
-        release = lock is not None
+        release = lock is not None and policy.unique_until != "started"
+        beating = self._heimdall_beat(policy, lock) if policy.heartbeat and release else None
         try:
             return self.run(*args, **kwargs)
         except Retry:
@@ -262,8 +296,31 @@ class HeimdallTask(Task):
                 self._heimdall_requeue(request.id, token)
             raise
         finally:
+            if beating is not None:
+                beating.set()
             if release:
                 self._heimdall_release(request.id, token)
+
+    def _heimdall_beat(self, policy: policies.Policy, lock: str) -> threading.Event:
+        """Renew the lock every lease/3 in a background thread until the event is set."""
+        stop = threading.Event()
+        task_id, lease_ms = self.request.id, policy.unique_timeout_ms
+
+        def beat() -> None:
+            while not stop.wait(policy.unique_timeout / 3):
+                try:
+                    held = get_store().renew(lock, task_id, lease_ms, self.name)
+                except HeimdallUnavailable as exc:
+                    logger.warning("%s[%s] heartbeat failed: %s", self.name, task_id, exc)
+                    continue
+                if not held:
+                    logger.warning(
+                        "%s[%s] heartbeat: the lock is no longer this task's", self.name, task_id
+                    )
+                    return
+
+        threading.Thread(target=beat, name=f"heimdall-heartbeat-{task_id}", daemon=True).start()
+        return stop
 
     def _heimdall_plan(
         self, policy: policies.Policy, carried: str | None, args: Any, kwargs: Any
@@ -313,6 +370,26 @@ class HeimdallTask(Task):
                 raise
             logger.warning("%s[%s] lease not renewed: %s (fail open)", self.name, request.id, exc)
             return True
+
+    def heimdall_key(self, *args: Any, **kwargs: Any) -> str:
+        """The lock key a call with these arguments takes (under the current policy)."""
+        return keys.identity(self, self.heimdall_policy, args, kwargs).lock
+
+    def heimdall_holder(self, *args: Any, **kwargs: Any) -> str | None:
+        """The task id holding the lock of a call with these arguments, or ``None``."""
+        return get_store().holder(self.heimdall_key(*args, **kwargs))
+
+    def heimdall_release(self, *args: Any, **kwargs: Any) -> bool:
+        """Release the lock of a call with these arguments, whoever holds it (an
+        operator's tool: logged at WARNING). Returns whether a lock was released."""
+        lock = self.heimdall_key(*args, **kwargs)
+        store = get_store()
+        holder = store.holder(lock)
+        if holder is None or not store.release(lock, holder, self.name):
+            return False
+        logger.warning("%s: lock %s of %s released by heimdall_release()", self.name, lock, holder)
+        signals.lock_released.send(sender=self, task_id=holder, key=lock)
+        return True
 
     # -- helpers -----------------------------------------------------------------
 

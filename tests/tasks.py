@@ -301,3 +301,58 @@ def unique_rejecting_once(self, name):
     if len(records("unique_rejecting_once")) == 1:
         raise Reject("not yet", requeue=True)
     return name
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "unique_until": "started"})
+def self_rescheduling(self, name, times=3):
+    """Re-schedules itself from its body, the pattern that used to stop itself."""
+    runs = len(records("self_rescheduling")) + 1
+    record("self_rescheduling", id=self.request.id, run=runs)
+    if runs < times:
+        self.apply_async((name, times), countdown=0.2)
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "unique_until": "started"})
+def started_blocking(self, name):
+    record("started_blocking", id=self.request.id)
+    wait_for_gate(name)
+
+
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    heimdall={"unique": True, "unique_on": ["customer"], "on_duplicate": "replace"},
+)
+def debounced(self, customer, payload):
+    record("debounced", id=self.request.id, customer=customer, payload=payload)
+    return payload
+
+
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    heimdall={"unique": True, "key": lambda customer_id, **_: f"customer-{customer_id}"},
+)
+def keyed_by_name(self, customer_id, note=""):
+    return customer_id
+
+
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    heimdall={"unique": True, "unique_timeout": 2, "heartbeat": True},
+)
+def auto_heartbeat(self, name, seconds=6.0):
+    """Outlives its 2 s lease with heartbeat=True, recording the holder as it goes."""
+    lock = identity(self, self.heimdall_policy, (name,), {"seconds": seconds}).lock
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        record("auto_heartbeat", id=self.request.id, holder=get_store().holder(lock))
+        time.sleep(0.5)
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "unique_until": "expired"})
+def eager_interval(self, name):
+    record("eager_interval", id=self.request.id)
+    return name

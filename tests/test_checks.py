@@ -407,3 +407,27 @@ def test_a_cache_that_is_not_django_redis_names_heimdall_and_e004(settings):
     settings.HEIMDALL = {**settings.HEIMDALL, "CACHE": "locmem"}
     with pytest.raises(ImproperlyConfigured, match=r"heimdall\.E004.*django-redis"):
         _ = get_store().client
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "peer"),
+    [
+        ("once", {"graceful": True}, "celery-once"),
+        ("unique_on", ["customer"], "celery-singleton"),
+        ("raise_on_duplicate", True, "celery-singleton"),
+        ("lock_expiry", 60, "celery-singleton"),
+    ],
+)
+def test_peer_options_left_on_a_heimdall_task_are_w010(celery_app, attribute, value, peer):
+    name = f"tests.throwaway_{uuid.uuid4().hex[:8]}"
+
+    @celery_app.task(name=name, base=HeimdallTask, shared=False, **{attribute: value})
+    def leftover():
+        return None
+
+    try:
+        (message,) = with_id(check_tasks(), "heimdall.W010")
+        assert peer in message.msg and repr(attribute) in message.msg
+        assert "heimdall={" in message.hint
+    finally:
+        celery_app.tasks.pop(name, None)

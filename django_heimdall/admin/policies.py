@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..models import PolicyOverride
-from ..options import ADMIN, OPTIONS, SECTIONS
+from ..options import ADMIN, CANONICAL, OPTIONS, SECTIONS
 from ..services import effective_policies, publish_on_commit, registered_task_names
 
 
@@ -176,7 +176,7 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "title": _("Effective task policies"),
             "policies": effective_policies(),
-            "option_names": list(OPTIONS),
+            "option_names": list(CANONICAL),
             "overrides": overrides,
             "can_add": self.has_add_permission(request),
             "can_view_locks": request.user.has_perm("heimdall.view_lock"),

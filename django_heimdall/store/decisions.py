@@ -20,6 +20,7 @@ class Acquired(IntEnum):
     TAKEN = 10
     OWNED = 11  # already this owner's (a retry re-sending itself)
     HELD = 12  # another task holds it
+    REPLACED = 13  # taken from a holder that was still queued
 
 
 class Started(IntEnum):
@@ -29,6 +30,7 @@ class Started(IntEnum):
     DUPLICATE = 21
     THROTTLED = 22
     TWIN = 23  # a second delivery of a message whose execution still runs
+    REPLACED = 29  # replaced by a newer call while it was queued (holder: the new one)
 
 
 class Released(IntEnum):
@@ -95,14 +97,26 @@ class Store:
         preview: str = "",
         renew: bool = True,
         keep: bool = False,
+        replace: bool = False,
     ) -> Acquire:
         """Take the lock of ``identity`` for ``owner``, or report its holder.
 
-        ``keep``: the lock outlives the task, until its lease ends."""
+        ``keep``: the lock outlives the task, until its lease ends. ``replace``: a
+        holder that is still queued loses the lock to ``owner``."""
+        keys = self.keys
         status, holder, pttl = self.call(
             "acquire",
-            self.keys.lock_keys(identity, task_name, owner),
-            [owner, lease_ms, _flag(renew), task_name, preview, _flag(keep)],
+            keys.lock_keys(identity, task_name, owner),
+            [
+                owner,
+                lease_ms,
+                _flag(renew),
+                task_name,
+                preview,
+                _flag(keep),
+                _flag(replace),
+                keys.owner_prefix,
+            ],
         )
         return Acquire(Acquired(status), scripts.text(holder), max(0, pttl) / 1000)
 
@@ -117,7 +131,7 @@ class Store:
         preview: str = "",
         rates: tuple[tuple[str, Rate], ...] = (),
         token: str = "",
-        keep: bool = False,
+        until: str = "finished",
     ) -> Start:
         """Decide whether ``owner`` may start: lock ``lock`` (an identity, if unique)
         for the execution ``token`` and count one start against every
@@ -135,7 +149,7 @@ class Store:
             task_name,
             preview,
             token,
-            _flag(keep),
+            until,
         ]
         for identity, rate in rates:
             keys.append(self.keys.rate(identity))

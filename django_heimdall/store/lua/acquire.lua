@@ -3,15 +3,23 @@
 -- KEYS[4] owner pointer (task id -> lock key)
 -- ARGV[1] owner task id   ARGV[2] lease ms   ARGV[3] "1" to renew an owned lease
 -- ARGV[4] task name   ARGV[5] argument preview   ARGV[6] "1" to keep the lock after the
--- task ends (until its lease runs out)
+-- task ends (until its lease runs out)   ARGV[7] "1" to replace a holder still queued
+-- ARGV[8] owner-pointer key prefix ("{prefix}:owner:")
 -- Returns {status, holder, lease left ms}: status 10 = taken now, 11 = already held
--- by this owner (a retry re-sending itself), 12 = held by another task.
+-- by this owner (a retry re-sending itself), 12 = held by another task, 13 = taken
+-- from `holder`, which was still queued (its pointer now says it was replaced).
 local holder = redis.call('HGET', KEYS[1], 'owner')
-if holder and holder ~= ARGV[1] then
-  return {12, holder, redis.call('PTTL', KEYS[1])}
-end
 local lease = tonumber(ARGV[2])
 local _, now_ms = clock()
+if holder and holder ~= ARGV[1] then
+  if ARGV[7] == '1' and redis.call('HGET', KEYS[1], 'phase') == 'queued' then
+    -- The old message, if it is still delivered, reads this and does not run.
+    redis.call('SET', ARGV[8] .. holder, 'replaced:' .. ARGV[1], 'PX', lease)
+    take_lock(KEYS, ARGV[1], ARGV[4], ARGV[5], lease, now_ms, ARGV[6])
+    return {13, holder, lease}
+  end
+  return {12, holder, redis.call('PTTL', KEYS[1])}
+end
 if not holder then
   take_lock(KEYS, ARGV[1], ARGV[4], ARGV[5], lease, now_ms, ARGV[6])
   return {10, ARGV[1], lease}

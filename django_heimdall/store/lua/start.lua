@@ -6,15 +6,17 @@
 --       start times in µs, newest first, capped at `times` entries).
 -- ARGV[1] "1" if the task is unique   ARGV[2] task id   ARGV[3] lease ms
 -- ARGV[4] "1" to renew the lease when the task starts   ARGV[5] task name
--- ARGV[6] argument preview   ARGV[7] execution token (host:pid:start)
--- ARGV[8] "1" to keep the lock after the task ends
+-- ARGV[6] argument preview   ARGV[7] execution token (host:pid:random)
+-- ARGV[8] when the lock ends: "finished", "started" (given back once admitted, in
+-- this script) or "expired" (kept after the task ends, until its lease runs out)
 -- then per rate limit: times, window µs, identity
 -- Returns {status, holder, wait ms, now µs, taken}: status 20 = start (the lock is
 -- ours, marked running under this token, and the start was counted in every
 -- window), 21 = duplicate (another task holds the lock, wait = its lease left;
 -- nothing changed), 22 = over a rate limit, retry after wait (the lock, if any, is
 -- kept for this task and its lease covers the wait; nothing was counted), 23 = a
--- second delivery of a message whose execution still runs (nothing changed);
+-- second delivery of a message whose execution still runs (nothing changed), 29 =
+-- this task was replaced while queued (holder = its replacement; nothing changed);
 -- taken = 1 when this call took a free lock (the task came without one).
 local now, now_ms = clock()
 local unique = ARGV[1] == '1'
@@ -22,8 +24,13 @@ local owner = ARGV[2]
 local lease = tonumber(ARGV[3])
 local first = 0  -- KEYS[first + 1] is the rate registry
 local taken = 0
+local keep = ARGV[8] == 'expired' and '1' or '0'
 if unique then
   first = 4
+  local mine = redis.call('GET', KEYS[4])
+  if mine and string.sub(mine, 1, 9) == 'replaced:' then
+    return {29, string.sub(mine, 10), 0, fmt(now), 0}
+  end
   local f = redis.call('HMGET', KEYS[1], 'owner', 'phase', 'token', 'token_until')
   local holder = f[1]
   if holder and holder ~= owner then
@@ -36,7 +43,7 @@ if unique then
   if not holder then
     -- Started without a lock (send_task, beat, an expired lease): take it now.
     taken = 1
-    take_lock(KEYS, owner, ARGV[5], ARGV[6], lease, now_ms, ARGV[8])
+    take_lock(KEYS, owner, ARGV[5], ARGV[6], lease, now_ms, keep)
   end
 end
 -- Limit i has its log at KEYS[first + 2 + i] and its values at ARGV[6 + 3i .. 8 + 3i].
@@ -84,7 +91,11 @@ if limits > 0 then
     end
   end
 end
-if unique then
+if unique and ARGV[8] == 'started' then
+  -- unique_until "started": a copy may queue as soon as this one runs.
+  redis.call('DEL', KEYS[1], KEYS[4])
+  redis.call('ZREM', KEYS[2], KEYS[1])
+elseif unique then
   redis.call('HSET', KEYS[1], 'phase', 'running', 'token', ARGV[7],
     'token_until', fmt(now_ms + lease))
   if ARGV[4] == '1' then
