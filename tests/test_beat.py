@@ -344,6 +344,37 @@ def test_standby_takes_over_when_the_leader_is_killed(beats, heimdall_prefix):
     assert new.since.timestamp() * 1000 > max(old_times)
 
 
+def test_paused_leader_resumes_as_standby_and_nothing_is_sent_twice(beats, heimdall_prefix):
+    """A leader frozen past its lease (a paused VM, a stop-the-world pause) wakes up
+    believing it leads: its claims are refused and it stands by."""
+    queue = f"{heimdall_prefix}-beat"
+    env = env_for(heimdall_prefix, ping_schedule(queue))
+    first, second = beats(env, "a"), beats(env, "b")
+    wait_until(lambda: len(messages(queue)) >= 3, timeout=60, message="3 occurrences")
+    old = beat_state().leader()
+    paused, survivor = (first, second) if old.pid == first.pid else (second, first)
+    os.kill(paused.pid, signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: (beat_state().leader() or old).beat_id != old.beat_id,
+            timeout=60,
+            message="the standby to take over",
+        )
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    new = beat_state().leader()
+    wait_until(lambda: "lost the leader lease" in paused.log(), timeout=60, message="the step-down")
+    resumed_at = len(messages(queue))
+    wait_until(lambda: len(messages(queue)) >= resumed_at + 3, timeout=60, message="3 more")
+    assert paused.alive() and survivor.alive()
+    times = occurrences_of(queue)  # nothing sent twice across the pause
+    senders = by_beat()
+    last_old = max(t for t, b in senders.items() if b == old.beat_id)
+    assert {b for t, b in senders.items() if t > last_old} == {new.beat_id}
+    assert beat_state().leader().beat_id == new.beat_id
+    assert len(times) >= resumed_at + 3
+
+
 def test_unique_periodic_task_is_not_sent_while_it_runs(
     beats, heimdall_prefix, worker_process, open_gate
 ):
