@@ -233,7 +233,9 @@ class LockAdmin(LiveAdmin):
                 "count": count
             }
             if action == "release_revoke":
-                summary += " " + _("Their tasks will be revoked.")
+                summary += " " + ngettext(
+                    "Its task will be revoked.", "Their tasks will be revoked.", count
+                )
             hidden = [("selected", json.dumps(pair)) for pair in pairs] + [("task", task)]
         else:
             self.message_user(request, _("Unknown action."), messages.ERROR)
@@ -288,7 +290,9 @@ class LockAdmin(LiveAdmin):
                 "%(count)d lock released.", "%(count)d locks released.", len(result.released)
             ) % {"count": len(result.released)}
             if action == "release_revoke":
-                message += " " + _("Their tasks were revoked.")
+                message += " " + ngettext(
+                    "Its task was revoked.", "Their tasks were revoked.", len(result.released)
+                )
             self.message_user(request, message, messages.SUCCESS)
         if result.taken_over:
             self.message_user(
