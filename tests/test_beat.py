@@ -312,13 +312,21 @@ def test_two_beats_send_each_occurrence_once(beats, heimdall_prefix):
     assert set(by_beat().values()) == {leader.beat_id}
 
 
-def test_standby_takes_over_when_the_leader_is_killed(beats, heimdall_prefix):
-    queue = f"{heimdall_prefix}-beat"
-    env = env_for(heimdall_prefix, ping_schedule(queue))
+def two_beats_sending(beats, prefix):
+    """Two beats with a 1-second entry, once three occurrences were sent: the queue,
+    the leader's ``BeatLeader``, its process and the other one."""
+    queue = f"{prefix}-beat"
+    env = env_for(prefix, ping_schedule(queue))
     first, second = beats(env, "a"), beats(env, "b")
     wait_until(lambda: len(messages(queue)) >= 3, timeout=60, message="3 occurrences")
-    old = beat_state().leader()
-    killed, survivor = (first, second) if old.pid == first.pid else (second, first)
+    leader = beat_state().leader()
+    if leader.pid == first.pid:
+        return queue, leader, first, second
+    return queue, leader, second, first
+
+
+def test_standby_takes_over_when_the_leader_is_killed(beats, heimdall_prefix):
+    queue, old, killed, survivor = two_beats_sending(beats, heimdall_prefix)
     os.kill(killed.pid, signal.SIGKILL)
     killed.process.wait()
     sent_before = len(messages(queue))
@@ -347,12 +355,7 @@ def test_standby_takes_over_when_the_leader_is_killed(beats, heimdall_prefix):
 def test_paused_leader_resumes_as_standby_and_nothing_is_sent_twice(beats, heimdall_prefix):
     """A leader frozen past its lease (a paused VM, a stop-the-world pause) wakes up
     believing it leads: its claims are refused and it stands by."""
-    queue = f"{heimdall_prefix}-beat"
-    env = env_for(heimdall_prefix, ping_schedule(queue))
-    first, second = beats(env, "a"), beats(env, "b")
-    wait_until(lambda: len(messages(queue)) >= 3, timeout=60, message="3 occurrences")
-    old = beat_state().leader()
-    paused, survivor = (first, second) if old.pid == first.pid else (second, first)
+    queue, old, paused, survivor = two_beats_sending(beats, heimdall_prefix)
     os.kill(paused.pid, signal.SIGSTOP)
     try:
         wait_until(
