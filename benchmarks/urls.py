@@ -1,4 +1,4 @@
-"""URLs of the admin benchmark (``python -m benchmarks.admin_listing``)."""
+"""URLs of the admin section of the benchmarks (``benchmarks.admin_pages``)."""
 
 from django.contrib import admin
 from django.urls import path
