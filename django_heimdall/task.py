@@ -40,6 +40,15 @@ LOCK_HEADER = "heimdall_lock"
 CALL_HEADER = "heimdall_call"
 
 
+def _header(request: Any, name: str) -> Any:
+    """A message header of ours: a request attribute on a worker, or in
+    ``request.headers`` when applied eagerly."""
+    value = getattr(request, name, None)
+    if value is None:
+        value = (getattr(request, "headers", None) or {}).get(name)
+    return value
+
+
 def _in_canvas(link: Any, link_error: Any, options: dict[str, Any]) -> bool:
     # Celery applies a chain's last step with chain=[]: present, though empty.
     return bool(
@@ -101,13 +110,13 @@ class HeimdallTask(Task):
         # policy; a retry keeps those of the call it retries.
         call_raw = options.pop("heimdall", None)
         if call_raw is None and retrying:
-            call_raw = getattr(request, CALL_HEADER, None)
+            call_raw = _header(request, CALL_HEADER)
         policy = self.heimdall_policy.with_call_options(
             parse_call_options(call_raw) if call_raw else {}
         )
         if call_raw:
             options["headers"] = {**(options.get("headers") or {}), CALL_HEADER: dict(call_raw)}
-        carried = getattr(request, LOCK_HEADER, None) if retrying else None
+        carried = _header(request, LOCK_HEADER) if retrying else None
         if not policy.unique and carried is None:
             return super().apply_async(
                 args, kwargs, task_id, producer, link, link_error, shadow, **options
@@ -194,10 +203,10 @@ class HeimdallTask(Task):
         if request.called_directly or getattr(request, "_heimdall_gated", False):
             # task(...) called directly (or from its own body): no lock, no limit.
             return super().__call__(*args, **kwargs)
-        carried = getattr(request, LOCK_HEADER, None)
+        carried = _header(request, LOCK_HEADER)
         try:
             policy = self.heimdall_policy.with_call_options(
-                parse_call_options(getattr(request, CALL_HEADER, None) or {})
+                parse_call_options(_header(request, CALL_HEADER) or {})
             )
         except OptionError as exc:  # a header written by another version, or by hand
             raise HeimdallError(f"{self.name}: invalid per-call options: {exc}") from exc
@@ -399,7 +408,7 @@ class HeimdallTask(Task):
         request = self.request
         again = self.signature_from_request(request, args, kwargs, countdown=countdown)
         options = dict(again.options)
-        lock = getattr(request, LOCK_HEADER, None) or getattr(request, "heimdall_lock", None)
+        lock = _header(request, LOCK_HEADER)
         if lock is not None:
             options["headers"] = {**(options.get("headers") or {}), LOCK_HEADER: lock}
         try:

@@ -208,3 +208,12 @@ def test_disabled_switches_every_policy_off():
         tasks.eager_interval.delay("off").get()
         assert tasks.eager_interval.heimdall_holder("off") is None
         assert len(tasks.records("eager_interval")) == 2  # with the policy: held, not run
+
+
+@pytest.mark.usefixtures("eager")
+def test_per_call_options_apply_in_eager_mode_too():
+    with heimdall_isolated():
+        tasks.unique_add.apply_async((8, 8), heimdall={"unique_until": "expired"}).get()
+        assert tasks.unique_add.heimdall_holder(8, 8) is not None  # kept, as asked
+        tasks.unique_add.apply_async((9, 9)).get()
+        assert tasks.unique_add.heimdall_holder(9, 9) is None
