@@ -146,7 +146,7 @@ class Demo:
             "-Q",
             QUEUES,
             "-c",
-            "2",
+            "4",
             "-n",
             f"demo-{os.getpid()}@%h",
             "--without-gossip",

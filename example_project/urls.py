@@ -7,6 +7,6 @@ urlpatterns = [
     path("", views.index, name="demo-index"),
     path("fire/<slug:feature>/", views.fire, name="demo-fire"),
     path("api/sites/<int:site_id>/rebuild/", views.rebuild_index, name="demo-rebuild"),
-    path("status/", views.status, name="demo-status"),
+    path("timeline/", views.timeline_data, name="demo-timeline"),
     path("admin/", admin.site.urls),
 ]

@@ -1,5 +1,6 @@
 """The admin pages in a real browser: log in, release a lock through the
-confirmation page, and look at the effective policies.
+confirmation page, and look at the effective policies. The demo page against the
+running demo: its timelines render and update while tasks run.
 
 Runs headless Chromium through Debian's ``chromium`` and ``chromium-driver``
 packages; nothing is downloaded. Without them the test is skipped, unless
@@ -18,10 +19,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import redis
 from django.urls import reverse
 
 from django_heimdall.models import PolicyOverride
 from django_heimdall.store import Acquired, get_store
+from tests.conftest import wait_until
+from tests.test_demo import running_demo
 
 pytestmark = pytest.mark.browser
 
@@ -180,3 +184,129 @@ def test_release_a_lock_in_the_browser(
     assert "tests.tasks.limited" in main.text
     assert "7/60s" in main.text
     screenshot(browser, "effective-policies.png")
+
+
+def test_demo_page_draws_live_timelines(browser, screenshot, tmp_path):
+    """The real demo (worker, beat, web server): every demo has a chart, the charts
+    update while tasks run, duplicates collapse onto one bar, throttled tasks wait,
+    beat's leader and the periodic task are shown, and data stays text."""
+    from selenium.webdriver.common.by import By
+
+    def rows(slug):
+        return browser.find_elements(By.CSS_SELECTOR, f"#chart-{slug} svg g.row")
+
+    def chart_text(slug):
+        return browser.find_element(By.ID, f"chart-{slug}").text
+
+    with running_demo(tmp_path) as demo:
+        # A call whose label and id are markup: drawn as text, never as elements.
+        client = redis.Redis.from_url(demo.redis_url)
+        seconds, micros = client.time()
+        hostile = json.dumps(
+            {
+                "demo": "sync",
+                "lane": "sync",
+                "label": "<b>bold</b>",
+                "id": '<img src=x onerror="window.injected=1">',
+                "at_us": seconds * 1_000_000 + micros,
+                "note": "new task",
+            }
+        )
+        calls = "example:1:demo:calls"  # example_project/demo/timeline.py's CALLS
+        client.lpush(calls, hostile)
+
+        browser.get(demo.url)
+        wait_until(lambda: browser.find_elements(By.ID, "charts"), timeout=60, message="demo page")
+        sections = browser.find_elements(By.CSS_SELECTOR, "section.demo")
+        assert len(sections) >= 7
+        wait_until(
+            lambda: (
+                len(browser.find_elements(By.CSS_SELECTOR, "section.demo .chart svg"))
+                == len(sections)
+            ),
+            timeout=WAIT,
+            message="one chart per demo",
+        )
+        wait_until(lambda: rows("sync"), timeout=WAIT, message="the injected row")
+        assert "<b>bold</b>" in chart_text("sync")
+        assert not browser.find_elements(By.CSS_SELECTOR, ".chart b, .chart img")
+        assert browser.execute_script("return window.injected") is None
+        client.lrem(calls, 0, hostile)
+        client.close()
+
+        # Beat's leader (host, pid, lease left) and nightly_cleanup's runs, every 5 s.
+        leader = wait_until(
+            lambda: (
+                "pid" in browser.find_element(By.ID, "beat-leader").text
+                and browser.find_element(By.ID, "beat-leader").text
+            ),
+            timeout=60,
+            message="beat leader",
+        )
+        assert "lease" in leader and "s left" in leader
+        wait_until(lambda: rows("periodic"), timeout=60, message="a nightly_cleanup run")
+        assert "nightly_cleanup" in chart_text("periodic")
+
+        for slug in ("partner", "customers", "report", "debounce", "digest", "rebuild"):
+            browser.find_element(By.CSS_SELECTOR, f'button[data-demo="{slug}"]').click()
+            if slug == "rebuild":
+                wait_until(
+                    lambda: browser.find_element(By.ID, "responses-rebuild").text.count("\n") == 2,
+                    timeout=WAIT,
+                    message="three API answers",
+                )
+
+        # Rate limit: six rows, the ones over the limit waiting (hollow), not started.
+        wait_until(lambda: len(rows("partner")) == 6, timeout=WAIT, message="six partner calls")
+        wait_until(
+            lambda: "throttled, waiting" in chart_text("partner"),
+            timeout=60,
+            message="a throttled call shown as waiting",
+        )
+        started = len(browser.find_elements(By.CSS_SELECTOR, "#chart-partner rect.run"))
+        assert started <= 2 + 2  # at most 2 per 10 s: 2 at once, 2 more one window later
+        # The chart updates while tasks run: the throttled ones start in later windows.
+        wait_until(
+            lambda: (
+                len(browser.find_elements(By.CSS_SELECTOR, "#chart-partner rect.run")) > started
+            ),
+            timeout=60,
+            message="new partner bars",
+        )
+        assert "limit 2 \u00b7 highest 2" in chart_text("partner")
+
+        # Five clicks, one task id: one row with the note on it, one bar.
+        wait_until(
+            lambda: browser.find_elements(By.CSS_SELECTOR, "#chart-report rect.run"),
+            timeout=60,
+            message="the report's run",
+        )
+        (report,) = rows("report")
+        assert "5 calls \u00b7 4\u00d7 same id as before" in report.text
+        assert len(report.find_elements(By.CSS_SELECTOR, "line.call")) == 5
+
+        # Debounce: four replaced calls that never ran, the last one runs.
+        wait_until(
+            lambda: (
+                len(browser.find_elements(By.CSS_SELECTOR, "#chart-debounce rect.wait.gone")) == 4
+                and browser.find_elements(By.CSS_SELECTOR, "#chart-debounce rect.run")
+            ),
+            timeout=60,
+            message="a debounced run",
+        )
+        assert "3 calls: 202, 409, 409" in chart_text("rebuild")
+        browser.find_element(By.CSS_SELECTOR, 'button[data-demo="sync"]').click()
+        wait_until(
+            lambda: "3 calls \u00b7 2\u00d7 same id as before" in chart_text("sync"),
+            timeout=WAIT,
+            message="three syncs on one id",
+        )
+
+        # The page fits a 1280 px screen.
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(1280, height + 140)  # the whole page in one picture
+        browser.execute_script("window.scrollTo(0, 0)")
+        screenshot(browser, "demo.png")

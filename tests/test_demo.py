@@ -2,6 +2,7 @@
 and talk to each other, ``run.py manage`` reaches the running demo's Redis, and
 stopping leaves no process behind."""
 
+import contextlib
 import json
 import os
 import socket
@@ -34,8 +35,10 @@ def alive(pid):
     return True
 
 
-@pytest.fixture
-def demo(tmp_path):
+@contextlib.contextmanager
+def running_demo(tmp_path):
+    """The whole demo (worker, beat, web server) on its own Redis and database, once
+    its web server answers."""
     redis = EmbeddedRedis().start()  # never the shared server: the demo uses plain queue names
     demo = Demo(
         port=free_port(),
@@ -45,10 +48,20 @@ def demo(tmp_path):
         url_file=tmp_path / "demo-redis-url",  # never the checkout's .demo-redis-url
     )
     try:
-        yield demo.start()
+        demo.start()
+        wait_until(
+            lambda: _get(urllib.request.build_opener(), demo.url), timeout=60, message="web server"
+        )
+        yield demo
     finally:
         demo.stop()
         redis.stop()
+
+
+@pytest.fixture
+def demo(tmp_path):
+    with running_demo(tmp_path) as demo:
+        yield demo
 
 
 def test_demo_starts_and_its_pieces_talk_to_each_other(demo):
@@ -66,12 +79,18 @@ def test_demo_starts_and_its_pieces_talk_to_each_other(demo):
     )
     fired = json.loads(opener.open(request, timeout=10).read())["fired"]
     assert len({entry["id"] for entry in fired}) == 1  # interval-unique: one task, three clicks
+    assert [entry["note"] for entry in fired] == ["new task", *["same id as before"] * 2]
 
-    def state():
-        tasks = json.loads(_get(opener, f"{demo.url}status/"))["tasks"]
-        return {t["state"] for t in tasks if t["id"] == fired[0]["id"]} == {"SUCCESS"}
+    # The page's timeline: one row for the three calls, its run on the Redis clock.
+    def ran():
+        rows = json.loads(_get(opener, f"{demo.url}timeline/"))["demos"].get("digest", [])
+        return rows and rows[0]["kind"] == "ran" and rows[0]
 
-    wait_until(state, timeout=60, message="demo task result")
+    row = wait_until(ran, timeout=60, message="the digest's run on the timeline")
+    assert row["id"] == fired[0]["id"]
+    assert [call["at_us"] for call in row["calls"]] == [entry["at_us"] for entry in fired]
+    assert row["state"] == "SUCCESS"
+    assert row["enqueued_us"] <= row["start_us"] < row["end_us"]
     control.close()
 
 

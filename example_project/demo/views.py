@@ -1,86 +1,190 @@
-"""A page that fires each demo task several times and shows what happened."""
+"""The demo page: one section per demo, each with a button that fires its task and a
+live timeline of what happened (drawn by the page's script from ``timeline/``)."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from celery.result import AsyncResult
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
+from redis.exceptions import RedisError
 
-from django_heimdall import AlreadyQueuedError, HeimdallUnavailable
+from django_heimdall import AlreadyQueuedError, HeimdallUnavailable, services
 
-from . import tasks
+from . import tasks, timeline
 
-FIRED = "demo:fired"  # the last tasks fired from this page, newest first
-KEEP = 80
-
-
-def _record(label: str, task_id: str, note: str = "") -> dict[str, Any]:
-    entry = {"label": label, "id": task_id, "note": note, "at": time.time()}
-    client = cache.client.get_client(write=True)
-    key = cache.make_key(FIRED)
-    client.lpush(key, json.dumps(entry))
-    client.ltrim(key, 0, KEEP - 1)
-    return entry
+SPAN_S = 60  # seconds of history drawn
+ROWS = 12  # task ids drawn per demo, the latest
+WAITING = {"PENDING", "RECEIVED", "STARTED", "RETRY", "THROTTLED"}  # no admitted start yet
 
 
-def _fire(label: str, times: int, call: Callable[[int], Any]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Lane:
+    """A rate-limit bucket drawn as starts per sliding window against its limit."""
+
+    name: str  # the ``lane`` of the calls and runs counted
+    times: int
+    per: float
+
+
+@dataclass(frozen=True)
+class Demo:
+    slug: str
+    title: str
+    button: str
+    expect: str  # what a visitor should see, one sentence
+    fire: Callable[[], list[dict[str, Any]]] | None = field(default=None, compare=False)
+    url: str = ""  # the button posts here instead of fire/<slug>/ ...
+    repeat: int = 1  # ... this many times, and shows the responses
+    lanes: tuple[Lane, ...] = ()
+    overlap: int | None = None  # at most this many runs at once: drawn with its limit
+    beat: bool = False  # beat's leader and its sent and skipped occurrences
+
+    def chart(self) -> dict[str, Any]:
+        """What the script needs to draw this demo."""
+        return {
+            "slug": self.slug,
+            "url": self.url or f"fire/{self.slug}/",
+            "repeat": self.repeat,
+            "lanes": [asdict(lane) for lane in self.lanes],
+            "overlap": self.overlap,
+            "beat": self.beat,
+        }
+
+
+def _fire(
+    demo: str, label: str, times: int, call: Callable[[int], Any], lane: str = ""
+) -> list[dict[str, Any]]:
     fired, seen = [], set()
     for n in range(times):
         task_id = call(n).id
-        note = (
-            "same id as before: a duplicate returned the holder's result" if task_id in seen else ""
-        )
+        note = "same id as before" if task_id in seen else "new task"
         seen.add(task_id)
-        fired.append(_record(label, task_id, note))
+        fired.append(timeline.record_call(demo, task_id, label.format(n=n + 1), lane, note))
     return fired
 
 
-FEATURES: dict[str, tuple[str, Callable[[], list[dict[str, Any]]]]] = {
-    "report": (
-        "Generate the report of customer 1, five clicks (unique)",
-        lambda: _fire("report(1)", 5, lambda n: tasks.generate_report.delay(1)),
+# The page shows these in order. A demo is one entry here, and its task (in tasks.py)
+# records its runs with ``timeline.run(self, "<slug>")``. A concurrency limit, say,
+# would be one more entry: 12 calls of a task limited to 2 runs at once, drawn with
+# ``overlap=2`` (a strip of the runs at the same time against a limit line at 2).
+DEMOS = [
+    Demo(
+        "report",
+        "Unique: five clicks, one report",
+        "Generate the report of customer 1, five times",
+        "Five calls land on one task id: one bar, with five call marks on it.",
+        fire=lambda: _fire("report", "report(1)", 5, lambda n: tasks.generate_report.delay(1)),
+        overlap=1,
     ),
-    "digest": (
-        "Send user 7 a digest, three times (at most once per 30 s)",
-        lambda: _fire("digest(7)", 3, lambda n: tasks.send_digest.delay(7)),
+    Demo(
+        "partner",
+        "Rate limit: 2 calls per 10 s, across every worker",
+        "Push six orders to the partner API",
+        "Six tasks are queued at once; at most two start in any 10 s (the count stays "
+        "under the dashed limit line), the others wait (hollow bars).",
+        fire=lambda: _fire(
+            "partner", "order {n}", 6, lambda n: tasks.call_partner_api.delay(n + 1), "partner API"
+        ),
+        lanes=(Lane("partner API", 2, 10),),
     ),
-    "partner": (
-        "Push six orders to the partner API (2 calls per 10 s, global)",
-        lambda: _fire("partner_api", 6, lambda n: tasks.call_partner_api.delay(n)),
+    Demo(
+        "customers",
+        "Rate limit per customer: premium 5 per 10 s, others 1",
+        "Fetch 4 pages for premium customer 1 and 4 for customer 9",
+        "Customer 1's pages start at once; customer 9's start one every 10 s.",
+        fire=lambda: (
+            _fire(
+                "customers",
+                "customer 1 p{n}",
+                4,
+                lambda n: tasks.fetch_customer_data.delay(1, page=n + 1),
+                "customer 1",
+            )
+            + _fire(
+                "customers",
+                "customer 9 p{n}",
+                4,
+                lambda n: tasks.fetch_customer_data.delay(9, page=n + 1),
+                "customer 9",
+            )
+        ),
+        lanes=(Lane("customer 1", 5, 10), Lane("customer 9", 1, 10)),
     ),
-    "customers": (
-        "Fetch 4 pages for premium customer 1 and 4 for customer 9 (5 vs 1 per 10 s)",
-        lambda: (
-            _fire("customer 1", 4, lambda n: tasks.fetch_customer_data.delay(1, page=n))
-            + _fire("customer 9", 4, lambda n: tasks.fetch_customer_data.delay(9, page=n))
+    Demo(
+        "digest",
+        "At most once per 30 s",
+        "Send user 7 a digest, three times",
+        "One digest runs; clicking again within 30 s of it returns the same task id "
+        "(more call marks on the same row), even after it finished.",
+        fire=lambda: _fire("digest", "digest(7)", 3, lambda n: tasks.send_digest.delay(7)),
+    ),
+    Demo(
+        "debounce",
+        "Debounce: replace the queued call",
+        "Save customer 42 five times",
+        "Each call replaces the one still queued (grey, REVOKED); only the last runs, "
+        "2 s after it.",
+        fire=lambda: _fire(
+            "debounce",
+            "reindex(42)",
+            5,
+            lambda n: tasks.reindex_customer.apply_async((42, f"save {n + 1}"), countdown=2),
         ),
     ),
-    "sync": (
-        "Sync customer 3 three times, with different options (unique by settings)",
-        lambda: _fire("sync(3)", 3, lambda n: tasks.sync_customer.delay(3, full=bool(n % 2))),
+    Demo(
+        "sync",
+        "Unique by settings, on one argument",
+        "Sync customer 3 three times, with different options",
+        "unique_on=['customer_id'] in settings: the three calls share one task id.",
+        fire=lambda: _fire(
+            "sync",
+            "sync(3)",
+            3,
+            lambda n: tasks.sync_customer.delay(3, full=bool(n % 2)),
+        ),
     ),
-}
+    Demo(
+        "rebuild",
+        'An API that answers "already running"',
+        "Call the rebuild API for site 1, three times",
+        "The first call answers 202 and starts the task, the next ones 409 with its id.",
+        url="api/sites/1/rebuild/",
+        repeat=3,
+    ),
+    Demo(
+        "periodic",
+        "Periodic: nightly_cleanup never overlaps itself",
+        "",
+        "Beat sends it every 5 s; it runs 8 s, so beat skips the occurrences that fall "
+        "while it runs (grey crosses) and the runs never overlap.",
+        overlap=1,
+        beat=True,
+    ),
+]
+BY_SLUG = {demo.slug: demo for demo in DEMOS}
 
 
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    features = [(name, label) for name, (label, _) in FEATURES.items()]
-    return render(request, "demo/index.html", {"features": features})
+    return render(
+        request,
+        "demo/index.html",
+        {"demos": DEMOS, "charts": [demo.chart() for demo in DEMOS], "span": SPAN_S},
+    )
 
 
 @require_POST
 def fire(request: HttpRequest, feature: str) -> JsonResponse:
-    if feature not in FEATURES:
-        return JsonResponse({"error": "unknown feature"}, status=404)
+    demo = BY_SLUG.get(feature)
+    if demo is None or demo.fire is None:
+        return JsonResponse({"error": "unknown demo"}, status=404)
     try:
-        return JsonResponse({"fired": FEATURES[feature][1]()})
+        return JsonResponse({"fired": demo.fire()})
     except HeimdallUnavailable as exc:
         return JsonResponse({"error": str(exc)}, status=503)
 
@@ -88,10 +192,11 @@ def fire(request: HttpRequest, feature: str) -> JsonResponse:
 @require_POST
 def rebuild_index(request: HttpRequest, site_id: int) -> JsonResponse:
     """An API endpoint built on ``unique_raises``: 202 when started, 409 when running."""
+    label = f"rebuild({site_id})"
     try:
         result = tasks.rebuild_search_index.delay(site_id)
     except AlreadyQueuedError as exc:
-        _record(f"rebuild({site_id})", exc.likely_culprit or "", "409: already running")
+        timeline.record_call("rebuild", exc.likely_culprit or "", label, note="409")
         return JsonResponse(
             {
                 "status": "already running",
@@ -100,19 +205,90 @@ def rebuild_index(request: HttpRequest, site_id: int) -> JsonResponse:
             },
             status=409,
         )
-    _record(f"rebuild({site_id})", result.id, "202: started")
+    timeline.record_call("rebuild", result.id, label, note="202")
     return JsonResponse({"status": "started", "task_id": result.id}, status=202)
 
 
+def _rows(
+    calls: list[dict[str, Any]], runs: dict[str, dict[str, Any]], now: int
+) -> dict[str, list[dict[str, Any]]]:
+    """One row per task id and demo, with the calls that got that id, oldest first."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for call in calls:
+        if not call["id"]:
+            continue
+        row = rows.setdefault(
+            (call["demo"], call["id"]),
+            {"id": call["id"], "label": call["label"], "lane": call["lane"], "calls": []},
+        )
+        row["calls"].append({"at_us": call["at_us"], "note": call["note"]})
+    for task_id, run in runs.items():
+        row = rows.setdefault(
+            (run["demo"], task_id),
+            {
+                "id": task_id,
+                "label": run.get("task", run["demo"]),
+                "lane": run["demo"],
+                "calls": [],
+            },
+        )
+        row.update({key: run[key] for key in ("start_us", "end_us", "state") if key in run})
+
+    by_demo: dict[str, list[dict[str, Any]]] = {}
+    for (demo, _), row in rows.items():
+        times = [c["at_us"] for c in row["calls"]] + [row.get("start_us") or now]
+        row["enqueued_us"] = min(times)
+        by_demo.setdefault(demo, []).append(row)
+    since = now - SPAN_S * 1_000_000
+    for demo, demo_rows in by_demo.items():
+        demo_rows.sort(key=lambda row: row["enqueued_us"])
+        for later, row in zip([*demo_rows[1:], None], demo_rows, strict=True):
+            if "start_us" in row:
+                row["kind"] = "ran" if "end_us" in row else "running"
+                continue
+            state = row["state"] = AsyncResult(row["id"]).state
+            if state in WAITING:
+                row["kind"] = "waiting"
+            else:  # ended without running here: replaced (REVOKED), or failed to start
+                row["kind"] = "gone"
+                row["end_us"] = later["enqueued_us"] if later else row["enqueued_us"]
+        latest = [row for row in demo_rows if row.get("end_us", now) >= since]
+        by_demo[demo] = latest[-ROWS:]
+    return by_demo
+
+
+def _beat() -> dict[str, Any]:
+    state = services.beat()
+    leader = state.leader()
+    return {
+        "leader": leader
+        and {
+            "host": leader.host,
+            "pid": leader.pid,
+            "lease_left": leader.lease_left,
+            "since": leader.since.isoformat(),
+        },
+        "occurrences": [
+            {
+                "at_us": int(occurrence.at.timestamp() * 1_000_000),
+                "outcome": occurrence.outcome,
+                "holder": occurrence.holder,
+            }
+            for occurrence in state.recent()
+            if occurrence.task == tasks.nightly_cleanup.name
+        ],
+    }
+
+
 @require_GET
-def status(request: HttpRequest) -> JsonResponse:
-    """The fired tasks with their current state, for the page's live table."""
-    client = cache.client.get_client(write=False)
-    entries = [json.loads(item) for item in client.lrange(cache.make_key(FIRED), 0, -1)]
-    states: dict[str, str] = {}
-    for entry in entries:
-        if entry["id"] and entry["id"] not in states:
-            states[entry["id"]] = AsyncResult(entry["id"]).state
-    for entry in entries:
-        entry["state"] = states.get(entry["id"], "")
-    return JsonResponse({"tasks": entries})
+def timeline_data(request: HttpRequest) -> JsonResponse:
+    """Everything the page's charts draw, times in µs on the Redis clock."""
+    try:
+        now = timeline.now_us()
+        calls, runs = timeline.read()
+        beat = _beat()
+    except (HeimdallUnavailable, RedisError) as exc:
+        return JsonResponse({"error": f"Redis is unreachable: {exc}"}, status=503)
+    return JsonResponse(
+        {"now_us": now, "span_s": SPAN_S, "demos": _rows(calls, runs, now), "beat": beat}
+    )
