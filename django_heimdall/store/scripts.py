@@ -2,8 +2,9 @@
 
 Each script is ``lib.lua`` (shared helpers) followed by its own file. A call is
 one ``EVALSHA`` on a connection checked out of the django-redis client's pool and
-returned to it; after a Redis restart or ``SCRIPT FLUSH`` the ``NoScriptError`` is
-answered with one ``EVAL``, which also loads the script again.
+returned to it — straight on the connection, since these calls sit on the enqueue
+and start hot paths; after a Redis restart or ``SCRIPT FLUSH`` the
+``NoScriptError`` is answered with one ``EVAL``, which also loads the script again.
 """
 
 from __future__ import annotations
@@ -58,21 +59,45 @@ def unavailable(alias: str, exc: BaseException) -> HeimdallUnavailable:
 POOL_WAIT = 2.0
 
 
+def _checkout(pool: Any) -> Any:
+    # redis-py < 5.3 wants a command name; newer versions deprecate passing one.
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("EVALSHA")
+
+
+def _run(pool: Any, name: str, keys: list[str], args: list[Any]) -> Any:
+    """One script call on a connection borrowed from ``pool`` and given back."""
+    conn = _checkout(pool)
+    try:
+        conn.send_command("EVALSHA", SHAS[name], len(keys), *keys, *args)
+        try:
+            return conn.read_response()
+        except redis_errors.NoScriptError:
+            conn.send_command("EVAL", SOURCES[name], len(keys), *keys, *args)
+            return conn.read_response()
+    except redis_errors.ResponseError:
+        raise  # an error reply: the connection is in a clean state
+    except BaseException:
+        conn.disconnect()  # cut mid-command: its protocol state is unknown
+        raise
+    finally:
+        pool.release(conn)
+
+
 def call(client: Any, alias: str, name: str, keys: list[str], args: list[Any]) -> Any:
-    """Run script ``name``.
+    """Run script ``name``: one ``EVALSHA`` on a connection of the client's pool.
 
     A connection the pool handed out broken (the server restarted since it was
-    last used) is discarded by redis-py, and one retry gets a fresh one. A pool at
-    its ``max_connections`` is waited out briefly, as a blocking pool would. Other
+    last used) is discarded, and one retry gets a fresh one. A pool at its
+    ``max_connections`` is waited out briefly, as a blocking pool would. Other
     errors of an unusable Redis raise ``HeimdallUnavailable``.
     """
     retried, waited, pause = False, 0.0, 0.001
     while True:
         try:
-            try:
-                return client.evalsha(SHAS[name], len(keys), *keys, *args)
-            except redis_errors.NoScriptError:
-                return client.eval(SOURCES[name], len(keys), *keys, *args)
+            return _run(client.connection_pool, name, keys, args)
         except redis_errors.ConnectionError as exc:
             if "Too many connections" in str(exc) and waited < POOL_WAIT:
                 time.sleep(pause)
