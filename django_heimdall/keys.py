@@ -48,6 +48,35 @@ def _signature(task: Any) -> inspect.Signature | None:
     return sig
 
 
+_positional: dict[int, tuple[inspect.Signature, Any]] = {}
+
+
+def _bind_positional(sig: inspect.Signature, args: Sequence[Any]) -> dict | None:
+    """``sig.bind(*args)`` with defaults applied, for the common call with only
+    positional arguments to a plain signature; ``None`` when it does not apply."""
+    cached = _positional.get(id(sig))
+    if cached is not None and cached[0] is sig:
+        shape = cached[1]
+    else:
+        params = list(sig.parameters.values())
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        shape = (
+            (
+                tuple(p.name for p in params),
+                {p.name: p.default for p in params if p.default is not p.empty},
+            )
+            if plain
+            else None
+        )
+        _positional[id(sig)] = (sig, shape)
+    if shape is None:
+        return None
+    names, defaults = shape
+    if len(args) > len(names) or any(n not in defaults for n in names[len(args) :]):
+        return None
+    return {**dict(zip(names, args, strict=False)), **{n: defaults[n] for n in names[len(args) :]}}
+
+
 def bind_arguments(task: Any, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> dict:
     """Map the call's arguments to parameter names, defaults applied.
 
@@ -57,6 +86,10 @@ def bind_arguments(task: Any, args: Sequence[Any] | None, kwargs: Mapping[str, A
     args = args or ()
     kwargs = kwargs or {}
     sig = _signature(task)
+    if sig is not None and not kwargs:
+        fast = _bind_positional(sig, args)
+        if fast is not None:
+            return fast
     if sig is not None:
         try:
             bound = sig.bind(*args, **kwargs)

@@ -133,7 +133,7 @@ def test_structures_shrink_back_after_distinct_keys_and_crashed_holders(heimdall
         store.start(f"o{n}", task_name="t", rates=((f"customer-{n}", Rate(1, 0.3)),))
     for n in range(1_000):  # holders that never release: their lease is all that ends them
         store.acquire(f"crashed-{n}", f"c{n}", 300, f"retired.task{n % 50}", "{}")
-    time.sleep(0.6)  # one window and one lease later
+    time.sleep(1.0)  # past the window and twice the lease (the indexes' own expiry)
     left = list(store.client.scan_iter(match=f"{{{heimdall_prefix}}}*", count=5000))
     assert left == []
 

@@ -9,16 +9,19 @@
 -- by this owner (a retry re-sending itself), 12 = held by another task, 13 = taken
 -- from `holder`, which was still queued (its pointer now says it was replaced).
 local holder = redis.call('HGET', KEYS[1], 'owner')
+if holder and holder ~= ARGV[1]
+    and (ARGV[7] ~= '1' or redis.call('HGET', KEYS[1], 'phase') ~= 'queued') then
+  return {12, holder, redis.call('PTTL', KEYS[1])}
+end
 local lease = tonumber(ARGV[2])
 local _, now_ms = clock()
 if holder and holder ~= ARGV[1] then
-  if ARGV[7] == '1' and redis.call('HGET', KEYS[1], 'phase') == 'queued' then
+  do  -- replace the holder, which is still queued
     -- The old message, if it is still delivered, reads this and does not run.
     redis.call('SET', ARGV[8] .. holder, 'replaced:' .. ARGV[1], 'PX', lease)
     take_lock(KEYS, ARGV[1], ARGV[4], ARGV[5], lease, now_ms, ARGV[6])
     return {13, holder, lease}
   end
-  return {12, holder, redis.call('PTTL', KEYS[1])}
 end
 if not holder then
   take_lock(KEYS, ARGV[1], ARGV[4], ARGV[5], lease, now_ms, ARGV[6])

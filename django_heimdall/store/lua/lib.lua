@@ -12,18 +12,21 @@ local function fmt(n)
   return string.format('%d', n)
 end
 
--- List `lock` in its task's index (zset: lease end ms -> lock key) and the task in
--- the registry (zset: latest lease end ms -> task name) until `until_ms`. Entries
--- whose lease ended are pruned here, and both zsets expire with their last lease,
--- so neither grows beyond the live locks.
+-- List `lock` in its task's index (zset: lease end ms -> lock key) until `until_ms`,
+-- pruning entries whose lease ended. The index and the task registry (zset: lease
+-- end ms -> task name) expire with the locks they list: their expiry is pushed to
+-- twice the lease ahead whenever it would come before this lease ends, so on the
+-- hot path most calls touch the index alone.
 local function index_lock(index, tasks, lock, task, until_ms, now_ms)
   redis.call('ZADD', index, fmt(until_ms), lock)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', fmt(now_ms))
-  redis.call('ZADD', tasks, 'GT', fmt(until_ms), task)
-  redis.call('ZREMRANGEBYSCORE', tasks, '-inf', fmt(now_ms))
-  for _, key in ipairs({index, tasks}) do
-    if redis.call('PTTL', key) < until_ms - now_ms then
-      redis.call('PEXPIREAT', key, until_ms)
+  if redis.call('PTTL', index) < until_ms - now_ms then
+    local expiry = now_ms + 2 * (until_ms - now_ms)
+    redis.call('PEXPIREAT', index, expiry)
+    redis.call('ZADD', tasks, 'GT', fmt(expiry), task)
+    redis.call('ZREMRANGEBYSCORE', tasks, '-inf', fmt(now_ms))
+    if redis.call('PTTL', tasks) < expiry - now_ms then
+      redis.call('PEXPIREAT', tasks, expiry)
     end
   end
 end
