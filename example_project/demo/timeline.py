@@ -5,7 +5,10 @@ Two bounded Redis lists, newest first:
 
 * calls: ``{demo, lane, label, id, at_us, note}``, one per ``delay()`` from the page;
 * runs: ``{demo, id, task, start_us}`` when a run is admitted (``heimdall_started_at``),
-  then ``{demo, id, end_us, state}`` when it ends.
+  then ``{demo, id, end_us, state}`` when it ends;
+
+and ``{id, at_us, until_us}`` when a start was over its rate limit and deferred (the
+``throttled`` signal), kept in a third list.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from django.core.cache import cache
 
 CALLS = "demo:calls"
 RUNS = "demo:runs"
+THROTTLES = "demo:throttles"
 KEEP = 300  # entries per list
 
 
@@ -69,14 +73,25 @@ def run(task: Any, demo: str) -> Iterator[None]:
         _push(RUNS, {"demo": demo, "id": request.id, "end_us": now_us(), "state": state})
 
 
-def read() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The calls (oldest first) and the runs by task id."""
+def record_throttle(sender: Any, task_id: str, countdown: float, **kwargs: Any) -> None:
+    """Receiver of django_heimdall's ``throttled`` signal: a start deferred by
+    ``countdown`` seconds."""
+    now = now_us()
+    _push(THROTTLES, {"id": task_id, "at_us": now, "until_us": now + int(countdown * 1e6)})
+
+
+def read() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The calls (oldest first), the runs by task id and the latest deferral by task id."""
     pipe = _client().pipeline(transaction=False)
-    pipe.lrange(cache.make_key(CALLS), 0, -1)
-    pipe.lrange(cache.make_key(RUNS), 0, -1)
-    calls, events = pipe.execute()
+    for name in (CALLS, RUNS, THROTTLES):
+        pipe.lrange(cache.make_key(name), 0, -1)
+    calls, events, deferrals = pipe.execute()
     runs: dict[str, dict[str, Any]] = {}
     for item in reversed(events):
         event = json.loads(item)
         runs.setdefault(event["id"], {"demo": event["demo"]}).update(event)
-    return [json.loads(item) for item in reversed(calls)], runs
+    throttled = {}
+    for item in reversed(deferrals):
+        deferral = json.loads(item)
+        throttled[deferral["id"]] = deferral
+    return [json.loads(item) for item in reversed(calls)], runs, throttled

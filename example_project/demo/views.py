@@ -210,7 +210,10 @@ def rebuild_index(request: HttpRequest, site_id: int) -> JsonResponse:
 
 
 def _rows(
-    calls: list[dict[str, Any]], runs: dict[str, dict[str, Any]], now: int
+    calls: list[dict[str, Any]],
+    runs: dict[str, dict[str, Any]],
+    throttled: dict[str, dict[str, Any]],
+    now: int,
 ) -> dict[str, list[dict[str, Any]]]:
     """One row per task id and demo, with the calls that got that id, oldest first."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -242,18 +245,21 @@ def _rows(
     since = now - SPAN_S * 1_000_000
     for demo, demo_rows in by_demo.items():
         demo_rows.sort(key=lambda row: row["enqueued_us"])
-        for later, row in zip([*demo_rows[1:], None], demo_rows, strict=True):
+        # The latest rows only (one result lookup each), each with the row after it.
+        pairs = list(zip([*demo_rows[1:], None], demo_rows, strict=True))[-ROWS:]
+        for later, row in pairs:
             if "start_us" in row:
                 row["kind"] = "ran" if "end_us" in row else "running"
                 continue
             state = row["state"] = AsyncResult(row["id"]).state
             if state in WAITING:
                 row["kind"] = "waiting"
+                if row["id"] in throttled:  # deferred by its rate limit until then
+                    row["retry_us"] = throttled[row["id"]]["until_us"]
             else:  # ended without running here: replaced (REVOKED), or failed to start
                 row["kind"] = "gone"
                 row["end_us"] = later["enqueued_us"] if later else row["enqueued_us"]
-        latest = [row for row in demo_rows if row.get("end_us", now) >= since]
-        by_demo[demo] = latest[-ROWS:]
+        by_demo[demo] = [row for _, row in pairs if row.get("end_us", now) >= since]
     return by_demo
 
 
@@ -285,10 +291,10 @@ def timeline_data(request: HttpRequest) -> JsonResponse:
     """Everything the page's charts draw, times in µs on the Redis clock."""
     try:
         now = timeline.now_us()
-        calls, runs = timeline.read()
+        calls, runs, throttled = timeline.read()
         beat = _beat()
     except (HeimdallUnavailable, RedisError) as exc:
         return JsonResponse({"error": f"Redis is unreachable: {exc}"}, status=503)
     return JsonResponse(
-        {"now_us": now, "span_s": SPAN_S, "demos": _rows(calls, runs, now), "beat": beat}
+        {"now_us": now, "span_s": SPAN_S, "demos": _rows(calls, runs, throttled, now), "beat": beat}
     )

@@ -19,9 +19,13 @@
     node.append(svg("title", {}, text));
     return node;
   }
-  // A task not admitted yet. STARTED without an admitted start: the worker took it,
-  // then the rate limit deferred it (it is sent again with a countdown).
-  const WAITING = {PENDING: "queued", RECEIVED: "queued", STARTED: "throttled, waiting", THROTTLED: "throttled, waiting", RETRY: "retry, waiting"};
+  // A task not admitted yet, by its result's state (STARTED: a worker has it).
+  const WAITING = {PENDING: "queued", RECEIVED: "queued", STARTED: "starting", THROTTLED: "throttled, waiting", RETRY: "retry, waiting"};
+  function waiting(row, now) {
+    if (!row.retry_us) return WAITING[row.state] || `waiting (${row.state})`;
+    const left = Math.round((row.retry_us - now) / 1e6);
+    return left > 0 ? `throttled, tried again in ${left} s` : "throttled, due now";
+  }
   const clock = us => new Date(us / 1000).toLocaleTimeString();
 
   // How many intervals cover each instant: [[x, count], ...] as steps.
@@ -107,7 +111,7 @@
         const cx = x(call.at_us);
         group.append(svg("line", {class: call.note === "same id as before" ? "call same" : "call", x1: cx, x2: cx, y1: mid - 10, y2: mid + 10}));
       }
-      const state = {waiting: WAITING[row.state] || `waiting (${row.state})`, running: "running", gone: `${row.state}: replaced, never ran`}[row.kind]
+      const state = {waiting: waiting(row, now), running: "running", gone: `${row.state}: replaced, never ran`}[row.kind]
         || (row.state === "SUCCESS" ? "" : row.state);
       if (state) {
         const right = textX + 6 + 7 * state.length < x1;
