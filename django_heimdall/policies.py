@@ -55,7 +55,12 @@ class Policy:
 
     @property
     def active(self) -> bool:
-        return self.unique or self.rate_limit is not None
+        return bool(
+            self.unique
+            or self.rate_limit is not None
+            or self.concurrency_limit is not None
+            or self.resources
+        )
 
     @property
     def unique_timeout_ms(self) -> int:

@@ -37,6 +37,11 @@ NAMES = (
     "release_owned",
     "release_task",
     "renew",
+    "renew_execution",
+    "sem_acquire",
+    "sem_release",
+    "sem_renew",
+    "slots_page",
     "start",
 )
 
