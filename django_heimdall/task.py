@@ -31,6 +31,7 @@ from .exceptions import (
     ResourceBusy,
 )
 from .store import (
+    RESOURCE_PREFIX,
     Acquired,
     Released,
     Renewed,
@@ -348,7 +349,10 @@ class HeimdallTask(Task):
         logger.info("%s[%s] skipped: %s is busy", self.name, request.id, decision.holder)
         if lock is not None:
             self._heimdall_release(request.id, token)
-        raise ResourceBusy(decision.holder, decision.wait)
+        name = decision.holder or ""
+        if name.startswith(RESOURCE_PREFIX):
+            name = name[len(RESOURCE_PREFIX) :]
+        raise ResourceBusy(name, decision.wait)
 
     def heimdall_heartbeat(self) -> bool:
         """Renew the running task's lock, concurrency slots and resource tickets for
@@ -367,9 +371,7 @@ class HeimdallTask(Task):
             return False
         policy = self.heimdall_policy
         try:
-            renewed = get_store().renew_execution(
-                request.id, token or "", policy.unique_timeout_ms
-            )
+            renewed = get_store().renew_execution(request.id, token or "", policy.unique_timeout_ms)
             return renewed == Renewed.RENEWED
         except HeimdallUnavailable as exc:
             if not heimdall_settings.fail_open:

@@ -22,9 +22,19 @@ from .live import (
     SlotHolder,
 )
 from .scripts import UNAVAILABLE_ERRORS
-from .semaphores import Sem, SemAcquire, Semaphores, resource_semaphore, task_semaphore
+from .semaphores import (
+    RESOURCE_PREFIX,
+    TASK_PREFIX,
+    Sem,
+    SemAcquire,
+    Semaphores,
+    resource_semaphore,
+    task_semaphore,
+)
 
 __all__ = [
+    "RESOURCE_PREFIX",
+    "TASK_PREFIX",
     "UNAVAILABLE_ERRORS",
     "Acquire",
     "Acquired",
