@@ -10,8 +10,10 @@ lock, slots and tickets back through its owner. Each is one store call.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
+import time
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
@@ -46,6 +48,9 @@ logger = logging.getLogger("django_heimdall")
 
 #: Message header carrying the lock key taken at enqueue.
 LOCK_HEADER = "heimdall_lock"
+#: A busy start whose turn should come within this many seconds (in all) waits for
+#: it in the worker instead of being re-sent.
+BUSY_WAIT_IN_PLACE = 0.5
 
 
 def _in_canvas(link: Any, link_error: Any, options: dict[str, Any]) -> bool:
@@ -212,20 +217,35 @@ class HeimdallTask(Task):
         )
         keep = policy.unique_wait_for_expiry
         store = get_store()
+        queue = policy.on_busy == "defer"
+        start = functools.partial(
+            store.start,
+            request.id,
+            task_name=self.name,
+            lock=lock,
+            lease_ms=policy.unique_timeout_ms,
+            renew=not keep,
+            preview=preview,
+            rates=rates,
+            token=token,
+            keep=keep,
+            slots=slots,
+            queue=queue,
+        )
         try:
-            decision = store.start(
-                request.id,
-                task_name=self.name,
-                lock=lock,
-                lease_ms=policy.unique_timeout_ms,
-                renew=not keep,
-                preview=preview,
-                rates=rates,
-                token=token,
-                keep=keep,
-                slots=slots,
-                queue=policy.on_busy == "defer",
-            )
+            decision = start()
+            waited = 0.0
+            while (
+                decision.status == Started.BUSY
+                and queue
+                and not request.is_eager
+                and waited + decision.wait <= BUSY_WAIT_IN_PLACE
+            ):
+                # A turn due within moments is waited for here: a trip through the
+                # broker would bring the task back later, behind the queue.
+                time.sleep(decision.wait)
+                waited += decision.wait
+                decision = start()
         except HeimdallUnavailable as exc:
             if heimdall_settings.fail_open:
                 logger.warning("%s[%s] runs unchecked: %s (fail open)", self.name, request.id, exc)

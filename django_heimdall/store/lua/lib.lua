@@ -57,7 +57,8 @@ end
 --   two waiters alike and no two waiters can block each other in a cycle), and
 --   details (hash): 'cap', 'used' (tickets of live holders), 'avg' (running mean of
 --   hold times, ms), 'h:<holder>' -> "tickets\tsince ms\ttoken\tlabel" and
---   'w:<waiter>' -> "due back by ms\ttickets".
+--   'w:<waiter>' -> "leaves the line at ms\ttickets\texpected back by ms" (its turn
+--   is kept for it until it is expected back; its place in line until it leaves).
 
 local function split(s)
   local out, i = {}, 1
@@ -111,9 +112,10 @@ local function sem_leave_line(k, waiter)
   redis.call('HDEL', k[3], 'w:' .. waiter)
 end
 
--- Tickets wanted by live waiters ahead of arrival number `seq` (all waiters when
--- nil), counted until they exceed `limit` (enough to decide). A waiter not back by
--- its due time is dropped from the line on the way (it queues again if it returns).
+-- Tickets wanted by waiters ahead of arrival number `seq` (all waiters when nil)
+-- that are expected back now, counted until they exceed `limit` (enough to decide).
+-- A waiter not back by its due time is dropped from the line on the way (it queues
+-- again if it returns).
 local function sem_ahead(k, seq, limit, now_ms)
   local before = seq and ('(' .. fmt(seq)) or '+inf'
   local members = redis.call('ZRANGEBYSCORE', k[2], '-inf', before, 'LIMIT', 0, 64)
@@ -123,7 +125,9 @@ local function sem_ahead(k, seq, limit, now_ms)
     local f = info and split(info)
     if not f or tonumber(f[1]) <= now_ms then
       sem_leave_line(k, waiter)
-    else
+    elseif not f[3] or tonumber(f[3]) >= now_ms then
+      -- Expected back about now: its turn is kept for it. One later than that keeps
+      -- its place in line but does not hold a free ticket idle meanwhile.
       ahead = ahead + tonumber(f[2])
       if ahead > limit then
         return ahead
@@ -153,8 +157,12 @@ local function sem_check(k, holder, token, tickets, capacity, seq, now_ms)
 end
 
 -- Milliseconds until `tickets` should be free for a waiter behind `seq` (or at the
--- end of the line): every holder ends after the mean hold time, and each slot then
--- serves the line in turn. Estimated without history from the oldest holder.
+-- end of the line), so that it comes back when its turn should have come and the
+-- line is not re-sent over and over. The semaphore is modelled as `capacity`
+-- servers: a free ticket is free now, a held one frees at its holder's start plus
+-- the mean hold time, and each then serves the line in turn. Hand-overs are left
+-- out on purpose: a waiter back a little early waits for its turn in the worker
+-- (the task's BUSY_WAIT_IN_PLACE), while one back late would leave tickets idle.
 local function sem_estimate(k, capacity, tickets, seq, now_ms)
   local ahead = seq and redis.call('ZCOUNT', k[2], '-inf', '(' .. fmt(seq))
     or redis.call('ZCARD', k[2])
@@ -171,17 +179,19 @@ local function sem_estimate(k, capacity, tickets, seq, now_ms)
     used = used + rows[i][2]
     oldest = math.min(oldest, rows[i][1])
   end
+  -- Without history, the oldest holder's age is the best guess of a hold time.
   local avg = tonumber(redis.call('HGET', k[3], 'avg') or '') or math.max(100, now_ms - oldest)
-  local deficit = used + ahead + tickets - capacity
-  if used == 0 or deficit <= 0 then
-    return math.max(20, math.ceil(avg / 4))
-  end
   for _, row in ipairs(rows) do
-    row[1] = math.max(row[1] + avg, now_ms)
+    -- A holder past the mean is expected to end soon, but not this instant.
+    row[1] = math.max(row[1] + avg, now_ms + avg / 3)
+  end
+  if capacity > used then
+    rows[#rows + 1] = {now_ms, capacity - used}
   end
   table.sort(rows, function(a, b) return a[1] < b[1] end)
-  local rounds = math.floor((deficit - 1) / used)
-  local rest, freed, at = deficit - rounds * used, 0, rows[#rows][1]
+  local needed = ahead + tickets
+  local rounds = math.floor((needed - 1) / capacity)
+  local rest, freed, at = needed - rounds * capacity, 0, rows[#rows][1]
   for _, row in ipairs(rows) do
     freed = freed + row[2]
     if freed >= rest then
@@ -279,7 +289,8 @@ local function sems_wait(reqs, registry, sequence, pointer, holder, token, wait,
   for _, r in ipairs(reqs) do
     if r.busy or redis.call('ZSCORE', r.k[2], holder) then
       redis.call('ZADD', r.k[2], 'NX', seq, holder)
-      redis.call('HSET', r.k[3], 'w:' .. holder, fmt(due) .. '\t' .. r.tickets)
+      local back_by = fmt(now_ms + wait + math.max(200, wait / 4))
+      redis.call('HSET', r.k[3], 'w:' .. holder, fmt(due) .. '\t' .. r.tickets .. '\t' .. back_by)
       redis.call('HSET', pointer, 'w:' .. r.name, r.tickets)
       sem_expire(r.k, registry, r.name, due, now_ms)
     end
