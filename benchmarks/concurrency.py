@@ -12,7 +12,7 @@ and a queue of this run's own and an in-thread worker. It measures
    task, in alternating rounds; the figure is the ratio of the medians;
 2. a backlog of ``--backlog`` tasks published before the worker starts, behind
    ``concurrency_limit = --capacity``, each holding its slot for a random 0.5x-1.5x
-   ``--hold`` seconds:
+   ``--hold`` seconds (once per value given):
    the re-sends per task (one per ``busy`` signal with action "defer"), the most
    bodies that ever overlapped (on the Redis clock), and the makespan next to the
    ideal ``backlog * hold / capacity``.
@@ -192,7 +192,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=200)
     parser.add_argument("--capacity", type=int, default=4)
-    parser.add_argument("--hold", type=float, default=0.1, help="mean seconds a slot is held")
+    parser.add_argument(
+        "--hold",
+        default="0.1,0.5",
+        help="mean seconds a slot is held, one backlog run each (comma-separated)",
+    )
     parser.add_argument("--workers", type=int, default=8, help="worker threads")
     options = parser.parse_args()
     try:
@@ -203,7 +207,11 @@ def main() -> None:
             for _ in range(options.rounds):
                 rates["plain"].append(throughput(plain, options.tasks))
                 rates["limited"].append(throughput(limited, options.tasks))
-        queue = run_backlog(options.backlog, options.capacity, options.hold, options.workers)
+        holds = [float(hold) for hold in options.hold.split(",")]
+        queues = {}
+        for hold in holds:
+            queues[hold] = run_backlog(options.backlog, options.capacity, hold, options.workers)
+            redis().delete(f"{PREFIX}:runs")
     finally:
         cleanup()
     plain_rate, limited_rate = (statistics.median(rates[k]) for k in ("plain", "limited"))
@@ -211,12 +219,14 @@ def main() -> None:
     print(f"  plain Celery task                       {plain_rate:8.1f}")
     print(f"  concurrency_limit={NON_BINDING} (not binding)  {limited_rate:8.1f}")
     print(f"  ratio                                   {limited_rate / plain_rate:8.2f}")
-    print(
-        f"Backlog of {options.backlog} behind concurrency_limit={options.capacity}, "
-        f"hold ~{options.hold}s, {options.workers} worker threads:"
-    )
-    for name, value in queue.items():
-        print(f"  {name:<28} {value:.2f}" if isinstance(value, float) else f"  {name:<28} {value}")
+    for hold, queue in queues.items():
+        print(
+            f"Backlog of {options.backlog} behind concurrency_limit={options.capacity}, "
+            f"hold ~{hold}s, {options.workers} worker threads:"
+        )
+        for name, value in queue.items():
+            shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+            print(f"  {name:<28} {shown}")
 
 
 if __name__ == "__main__":
