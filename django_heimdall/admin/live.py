@@ -76,6 +76,17 @@ class LiveAdmin(admin.ModelAdmin):
             **extra,
         }
 
+    def page_context(self, total: int, page: int) -> dict[str, Any]:
+        """Pagination of a listing of ``total`` rows at ``PER_PAGE`` a page."""
+        pages = max(1, -(-total // PER_PAGE))
+        return {
+            "total": total,
+            "page": page,
+            "pages": pages,
+            "previous_url": self.changelist_url(p=page - 1) if page > 1 else "",
+            "next_url": self.changelist_url(p=page + 1) if page < pages else "",
+        }
+
     def log(self, request: HttpRequest, object_id: str, object_repr: str, message: str) -> None:
         """An admin log entry for a change that is not a model save."""
         LogEntry.objects.create(
@@ -327,17 +338,12 @@ class RateLimitWindowAdmin(LiveAdmin):
                 groups.setdefault(window.task, []).append(window)
         except HeimdallUnavailable as exc:
             error = str(exc)
-        pages = max(1, -(-total // PER_PAGE))
         context = self.context(
             request,
             _("Rate-limit windows"),
             groups=sorted(groups.items()),
-            total=total,
-            page=page,
-            pages=pages,
-            previous_url=self.changelist_url(p=page - 1) if page > 1 else "",
-            next_url=self.changelist_url(p=page + 1) if page < pages else "",
             redis_error=error,
+            **self.page_context(total, page),
         )
         return TemplateResponse(request, "admin/heimdall/ratelimitwindow/change_list.html", context)
 
@@ -421,17 +427,12 @@ class ConcurrencyAdmin(LiveAdmin):
             ]
             if rows:
                 groups.append((title, rows))
-        pages = max(1, -(-total // PER_PAGE))
         context = self.context(
             request,
             _("Concurrency"),
             groups=groups,
-            total=total,
-            page=page,
-            pages=pages,
-            previous_url=self.changelist_url(p=page - 1) if page > 1 else "",
-            next_url=self.changelist_url(p=page + 1) if page < pages else "",
             redis_error=error,
+            **self.page_context(total, page),
         )
         return TemplateResponse(request, "admin/heimdall/concurrencyslot/change_list.html", context)
 

@@ -16,6 +16,16 @@ from ...exceptions import HeimdallUnavailable
 from ...services import beat, effective_policies, live, release_locks, release_slots
 
 
+def _no_input(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--noinput",
+        "--no-input",
+        action="store_false",
+        dest="interactive",
+        help="Do not ask for confirmation.",
+    )
+
+
 class Command(BaseCommand):
     help = "Inspect and clear django-heimdall's locks, policies and rate-limit windows."
 
@@ -36,13 +46,7 @@ class Command(BaseCommand):
         )
         release.add_argument("--task", help="Release every lock of this task.")
         release.add_argument("--all", action="store_true", help="Release every lock.")
-        release.add_argument(
-            "--noinput",
-            "--no-input",
-            action="store_false",
-            dest="interactive",
-            help="Do not ask for confirmation.",
-        )
+        _no_input(release)
 
         policies = sub.add_parser("policies", help="Show effective policies and their sources.")
         policies.add_argument("--json", action="store_true", help="Print JSON.")
@@ -52,13 +56,7 @@ class Command(BaseCommand):
 
         reset = sub.add_parser("reset-rate", help="Reset the window of one rate-limit key.")
         reset.add_argument("identity", metavar="KEY", help="Rate-limit key, as listed by 'rates'.")
-        reset.add_argument(
-            "--noinput",
-            "--no-input",
-            action="store_false",
-            dest="interactive",
-            help="Do not ask for confirmation.",
-        )
+        _no_input(reset)
 
         slots = sub.add_parser(
             "slots", help="List concurrency slots and resource tickets with their holders."
@@ -74,13 +72,7 @@ class Command(BaseCommand):
             help="Semaphore, as listed by 'slots' (task:… or resource:…).",
         )
         release_slot.add_argument("holder", metavar="HOLDER", help="Holder (task id), as listed.")
-        release_slot.add_argument(
-            "--noinput",
-            "--no-input",
-            action="store_false",
-            dest="interactive",
-            help="Do not ask for confirmation.",
-        )
+        _no_input(release_slot)
 
         beat_parser = sub.add_parser(
             "beat", help="Show the beat leader and the latest occurrences sent or skipped."
