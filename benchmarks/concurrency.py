@@ -76,6 +76,7 @@ from celery.contrib.testing.worker import start_worker  # noqa: E402
 from django_redis import get_redis_connection  # noqa: E402
 
 from django_heimdall import HeimdallTask, signals  # noqa: E402
+from django_heimdall.testing import max_concurrent  # noqa: E402
 
 app = Celery("bench_concurrency", broker=URL, backend=URL)
 app.conf.update(
@@ -134,15 +135,6 @@ def throughput(task: Any, count: int) -> float:
     return count / (time.perf_counter() - began)
 
 
-def max_overlap(runs: list[tuple[int, int]]) -> int:
-    events = sorted([(s, 1) for s, _ in runs] + [(e, -1) for _, e in runs])
-    best = current = 0
-    for _, step in events:
-        current += step
-        best = max(best, current)
-    return best
-
-
 def run_backlog(count: int, capacity: int, hold: float, workers: int) -> dict[str, Any]:
     """Publish the whole backlog, then let a worker at it."""
     backlog.heimdall = {"concurrency_limit": capacity}
@@ -169,7 +161,7 @@ def run_backlog(count: int, capacity: int, hold: float, workers: int) -> dict[st
         "tasks": count,
         "ran": len(runs),
         "retries used": sum(r[2] for r in runs),
-        "max overlapping": max_overlap([(r[0], r[1]) for r in runs]),
+        "max overlapping": max_concurrent((r[0], r[1]) for r in runs),
         "re-sends per task (mean)": statistics.mean(per_task),
         "re-sends per task (p95)": sorted(per_task)[int(0.95 * (len(per_task) - 1))],
         "re-sends per task (max)": max(per_task),

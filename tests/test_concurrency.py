@@ -10,7 +10,7 @@ from billiard.exceptions import WorkerLostError
 
 from django_heimdall.services import live
 from django_heimdall.store import get_store
-from django_heimdall.testing import max_in_window
+from django_heimdall.testing import max_concurrent, max_in_window
 from tests import tasks
 from tests.conftest import wait_until
 
@@ -128,14 +128,8 @@ def test_killed_worker_process_gives_its_lock_back(worker_process):
 
 
 def max_overlap(runs):
-    """The most bodies running at any instant (an end and a start at the same µs
-    count the end first)."""
-    events = sorted([(r["start"], 1) for r in runs] + [(r["end"], -1) for r in runs])
-    best = current = 0
-    for _, step in events:
-        current += step
-        best = max(best, current)
-    return best
+    """The most bodies running at any instant, on the Redis clock."""
+    return max_concurrent((r["start"], r["end"]) for r in runs)
 
 
 def test_prefork_worker_never_runs_more_copies_than_the_concurrency_limit(worker_process):

@@ -7,6 +7,7 @@ import pytest
 from django_heimdall import ResourceBusy, mutex, signals
 from django_heimdall.services import live
 from django_heimdall.store import Slot, get_store
+from django_heimdall.testing import max_concurrent
 from tests import tasks
 from tests.conftest import wait_until
 
@@ -101,3 +102,14 @@ def test_eager_run_takes_and_gives_back_its_slot_and_raises_when_busy(settings):
     with pytest.raises(ResourceBusy):
         tasks.two_at_a_time.apply((2,)).get()
     assert [r["n"] for r in tasks.records("two_at_a_time")] == [1]
+
+
+@pytest.mark.slow
+def test_a_backlog_waits_in_line_without_being_re_sent_over_and_over(celery_worker, busy_signals):
+    results = [tasks.slow_two_at_a_time.delay(n) for n in range(30)]
+    assert sorted(r.get(timeout=300) for r in results) == list(range(30))
+    runs = tasks.records("slow_two_at_a_time")
+    assert max_concurrent((r["start"], r["end"]) for r in runs) <= 2
+    assert {r["retries"] for r in runs} == {0}
+    resends = [sum(s["task_id"] == r.id for s in busy_signals) for r in results]
+    assert sum(resends) / len(resends) <= 3

@@ -12,6 +12,7 @@ import pytest
 from django_heimdall import ResourceBusy, mutex, semaphore
 from django_heimdall.services import live
 from django_heimdall.store import Released, Renewed, Sem, Semaphores, Slot, Started, get_store
+from django_heimdall.testing import max_concurrent
 
 PROCESSES = 8
 
@@ -68,17 +69,6 @@ def _spawn(target, prefix, count, *args):
     return procs, barrier, out
 
 
-def max_holders(holds):
-    """The most holds overlapping at any instant; a release and an acquire at the same
-    µs are ordered release first (the scripts run one after the other)."""
-    events = sorted([(a, 1) for a, _ in holds] + [(r, -1) for _, r in holds])
-    best = current = 0
-    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
-        current += step
-        best = max(best, current)
-    return best
-
-
 def test_contending_processes_never_hold_more_tickets_than_the_capacity(heimdall_prefix):
     procs, _barrier, out = _spawn(_contend, heimdall_prefix, PROCESSES, 3.5)
     reports = [out.get(timeout=120) for _ in procs]
@@ -90,8 +80,8 @@ def test_contending_processes_never_hold_more_tickets_than_the_capacity(heimdall
     assert all(acquired <= released for acquired, released in holds)
     span = max(r for _, r in holds) - min(a for a, _ in holds)
     assert span >= 3_000_000  # contended for at least 3 s on the Redis clock
-    assert max_holders(holds) <= 3
-    assert max_holders(holds) == 3  # and the capacity was used
+    assert max_concurrent(holds) <= 3
+    assert max_concurrent(holds) == 3  # and the capacity was used
     assert live().semaphore("resource:contended").used == 0  # nothing left behind
 
 
