@@ -51,6 +51,8 @@ LOCK_HEADER = "heimdall_lock"
 #: A busy start whose turn should come within this many seconds (in all) waits for
 #: it in the worker instead of being re-sent.
 BUSY_WAIT_IN_PLACE = 0.5
+#: The result state of a task waiting for a concurrency slot or resource ticket.
+WAITING = "THROTTLED"
 
 
 def _in_canvas(link: Any, link_error: Any, options: dict[str, Any]) -> bool:
@@ -243,9 +245,13 @@ class HeimdallTask(Task):
             ):
                 # A turn due within moments is waited for here: a trip through the
                 # broker would bring the task back later, behind the queue.
+                if not waited:
+                    self._heimdall_state(WAITING, decision)
                 time.sleep(decision.wait)
                 waited += decision.wait
                 decision = start()
+            if waited and decision.status == Started.ADMITTED and self.track_started:
+                self._heimdall_state("STARTED", decision)
         except HeimdallUnavailable as exc:
             if heimdall_settings.fail_open:
                 logger.warning("%s[%s] runs unchecked: %s (fail open)", self.name, request.id, exc)
@@ -365,6 +371,7 @@ class HeimdallTask(Task):
             action=action,
         )
         if action == "defer":
+            self._heimdall_state(WAITING, decision)
             self._heimdall_defer(args, kwargs, decision.wait)
         logger.info("%s[%s] skipped: %s is busy", self.name, request.id, decision.holder)
         if lock is not None:
@@ -400,6 +407,17 @@ class HeimdallTask(Task):
             return True
 
     # -- helpers -----------------------------------------------------------------
+
+    def _heimdall_state(self, state: str, decision: Any) -> None:
+        """Record that the task waits (or runs after waiting) in its result, so that
+        a waiting task does not look STARTED."""
+        if self.ignore_result or self.request.is_eager:
+            return
+        meta = {"resource": decision.holder, "countdown": decision.wait} if state == WAITING else {}
+        try:
+            self.update_state(state=state, meta=meta)
+        except Exception as exc:  # the result backend is down: the state is cosmetic
+            logger.warning("%s[%s] state %s not stored: %s", self.name, self.request.id, state, exc)
 
     def _heimdall_defer(self, args: Any, kwargs: Any, wait: float) -> None:
         """Re-send this very message (same id, same ``retries``, same lock) later, then end."""

@@ -113,3 +113,14 @@ def test_a_backlog_waits_in_line_without_being_re_sent_over_and_over(celery_work
     assert {r["retries"] for r in runs} == {0}
     resends = [sum(s["task_id"] == r.id for s in busy_signals) for r in results]
     assert sum(resends) / len(resends) <= 3
+
+
+def test_a_task_waiting_for_its_turn_is_throttled_not_started(celery_worker, open_gate):
+    holder = tasks.holds_single.delay("state-gate")
+    wait_until(_started("holder"), message="the holder to start")
+    deferred = tasks.defers_single.delay("s")
+    wait_until(lambda: deferred.state == "THROTTLED", message="the waiting state")
+    assert deferred.info["resource"] == "resource:single"
+    open_gate("state-gate")
+    assert deferred.get(timeout=60) == "s"
+    assert holder.get(timeout=30) == "state-gate"

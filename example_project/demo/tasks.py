@@ -69,6 +69,14 @@ def nightly_cleanup() -> str:
     return "cleaned"
 
 
+@shared_task(base=HeimdallTask, heimdall={"concurrency_limit": 2})
+def render_video(video_id: int) -> str:
+    """At most 2 renders at a time across every worker; the others wait their turn
+    (state THROTTLED) and run in order."""
+    time.sleep(3)
+    return f"video {video_id} rendered"
+
+
 @shared_task
 def ping_demo(value: int) -> int:
     """A plain task: the demo's smoke test round-trips it."""

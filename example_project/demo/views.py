@@ -62,6 +62,10 @@ FEATURES: dict[str, tuple[str, Callable[[], list[dict[str, Any]]]]] = {
             + _fire("customer 9", 4, lambda n: tasks.fetch_customer_data.delay(9, page=n))
         ),
     ),
+    "render": (
+        "Render 12 videos, at most 2 at a time (concurrency_limit=2)",
+        lambda: _fire("render", 12, lambda n: tasks.render_video.delay(n)),
+    ),
     "sync": (
         "Sync customer 3 three times, with different options (unique by settings)",
         lambda: _fire("sync(3)", 3, lambda n: tasks.sync_customer.delay(3, full=bool(n % 2))),
