@@ -212,17 +212,18 @@ class LiveState:
 
     def semaphores(self, offset: int = 0, limit: int = 100) -> SemaphorePage:
         """Semaphores with live holders or waiters, one page."""
-        _now, total, rows = self.store.call(
-            "slots_page", [self.keys.semaphores], [self.keys.key_tag, offset, limit]
-        )
-        return SemaphorePage(int(total), [_semaphore_info(*row) for row in rows])
+        return self._semaphores(offset, limit)
 
     def semaphore(self, name: str) -> SemaphoreInfo | None:
         """Semaphore ``name``, if it has live holders or waiters."""
-        for info in self.semaphores(0, 10_000).semaphores:
-            if info.name == name:
-                return info
-        return None
+        found = self._semaphores(0, 1, name).semaphores
+        return found[0] if found else None
+
+    def _semaphores(self, offset: int, limit: int, name: str = "") -> SemaphorePage:
+        _now, total, rows = self.store.call(
+            "slots_page", [self.keys.semaphores], [self.keys.key_tag, offset, limit, name]
+        )
+        return SemaphorePage(int(total), [_semaphore_info(*row) for row in rows])
 
     def release_slot(self, name: str, holder: str, token: str) -> bool:
         """Give back ``holder``'s tickets of ``name`` if execution ``token`` still

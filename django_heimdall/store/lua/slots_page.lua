@@ -2,6 +2,7 @@
 -- listed from their registry, never by walking the keyspace.
 -- KEYS[1] semaphore registry (zset: name -> latest lease or due time ms)
 -- ARGV[1] key tag ("{prefix}:")   ARGV[2] offset   ARGV[3] page size
+-- ARGV[4] a semaphore name to show only that one (if listed), or ""
 -- Returns {now ms, total, rows}; a row is {name, capacity, tickets used, waiters in
 -- line, mean hold ms, holders}, a holder {id, tickets, since ms, token, label,
 -- lease left ms}. The semaphores' keys share the registry's hash tag.
@@ -9,7 +10,12 @@ local _, now_ms = clock()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now_ms))
 local total = redis.call('ZCARD', KEYS[1])
 local offset = tonumber(ARGV[2])
-local names = redis.call('ZRANGE', KEYS[1], offset, offset + tonumber(ARGV[3]) - 1)
+local names
+if ARGV[4] ~= '' then
+  names = redis.call('ZSCORE', KEYS[1], ARGV[4]) and {ARGV[4]} or {}
+else
+  names = redis.call('ZRANGE', KEYS[1], offset, offset + tonumber(ARGV[3]) - 1)
+end
 table.sort(names)
 local rows = {}
 for _, name in ipairs(names) do
