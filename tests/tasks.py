@@ -404,3 +404,12 @@ def slow_two_at_a_time(self, n):
     """Holds its slot long enough that waiters are sent away, not waited for in place."""
     record_run("slow_two_at_a_time", self, n=n, retries=self.request.retries, hold=0.7)
     return n
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"concurrency_limit": 1, "unique_timeout": 2})
+def slot_sleeper(self):
+    """Holds its slot (2 s lease, no heartbeat) until its worker is killed."""
+    import os
+
+    record("slot_sleeper", id=self.request.id, pid=os.getpid(), t=self.request.heimdall_started_at)
+    time.sleep(60)

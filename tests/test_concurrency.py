@@ -4,12 +4,13 @@ prefork worker. Times are read from the Redis clock by the scripts themselves.""
 import math
 import multiprocessing
 import os
+import signal
 
 import pytest
 from billiard.exceptions import WorkerLostError
 
 from django_heimdall.services import live
-from django_heimdall.store import get_store
+from django_heimdall.store import Slot, Started, get_store
 from django_heimdall.testing import max_concurrent, max_in_window
 from tests import tasks
 from tests.conftest import wait_until
@@ -171,3 +172,24 @@ def test_killed_worker_process_gives_its_slot_back_at_once(worker_process):
         message="release of a lost task's slot",
     )
     assert len(tasks.records("slot_crashing")) == 1
+
+
+def test_a_dead_workers_slot_returns_when_its_lease_ends(worker_process):
+    worker = worker_process(pool="prefork", concurrency=1)
+    tasks.slot_sleeper.apply_async(queue=worker.queue)
+    run = wait_until(lambda: tasks.records("slot_sleeper"), message="the holder to start")[0]
+    # The whole worker dies: nobody is left to give the slot back.
+    for pid in (worker.process.pid, run["pid"]):
+        os.kill(pid, signal.SIGKILL)
+    worker.process.wait(30)
+
+    store = get_store()
+    slot = (Slot("task:tests.tasks.slot_sleeper", 1, 1),)
+
+    def admitted():
+        decision = store.start("next", task_name="t", lease_ms=10_000, token="n", slots=slot)
+        return decision if decision.status == Started.ADMITTED else None
+
+    decision = wait_until(admitted, message="the slot to come back")
+    # Not before its 2 s lease ran out, on the Redis clock.
+    assert decision.now_us - run["t"] >= 2_000_000
