@@ -1,4 +1,5 @@
-"""Unique tasks and exact global rate limits for Celery on Redis, from Django."""
+"""Unique tasks, exact global rate limits and cluster-wide concurrency limits for
+Celery on Redis, from Django."""
 
 from .exceptions import (
     AlreadyQueuedError,
@@ -6,7 +7,9 @@ from .exceptions import (
     HeimdallError,
     HeimdallUnavailable,
     RateLimitExceeded,
+    ResourceBusy,
 )
+from .locks import Semaphore, locked, mutex, semaphore
 from .policies import Policy
 from .ratelimits import Rate, RateLimit
 from .task import HeimdallTask
@@ -21,5 +24,10 @@ __all__ = [
     "Rate",
     "RateLimit",
     "RateLimitExceeded",
+    "ResourceBusy",
+    "Semaphore",
+    "locked",
+    "mutex",
+    "semaphore",
 ]
 __version__ = "0.1.0.dev0"

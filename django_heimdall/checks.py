@@ -3,7 +3,9 @@
 Ids: E001 not a dict · E002 unknown setting · E003 unknown cache alias ·
 E004 cache is not django-redis · E005 invalid setting value · E006 unknown option ·
 E007 invalid option value · E008 unimportable dotted path · E009 ``unique_on``
-names a missing argument · W001 ``TASKS`` names an unregistered task ·
+names a missing argument · E011 invalid ``RESOURCES`` · E012 option ``resources``
+names an undeclared resource (or more tickets than its capacity) ·
+W001 ``TASKS`` names an unregistered task ·
 W002 ``TASKS`` names a task that is not a ``HeimdallTask`` ·
 W003 ``CACHE`` is the alias Django's ``cache`` uses · W005 the override table is
 missing (database check; a warning, so that ``migrate`` itself still runs) ·
@@ -20,7 +22,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, FAIL_CLOSED, FAIL_OPEN, heimdall_settings
+from .conf import DEFAULTS, FAIL_CLOSED, FAIL_OPEN, heimdall_settings, resource_capacities
 from .options import OptionError, parse_option, signature_errors
 
 _importing = False
@@ -163,6 +165,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 )
             )
 
+    errors += _check_resources(values["RESOURCES"])
+
     if not isinstance(values["DEFAULTS"], Mapping):
         errors.append(
             _error(
@@ -195,6 +199,43 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         for name, options in tasks.items():
             errors += _check_options(
                 options, f"Task {name!r} (HEIMDALL['TASKS'])", dotted_paths=True
+            )
+    return errors
+
+
+def _check_resources(resources: Any) -> list[checks.CheckMessage]:
+    hint = "Declare each as {'name': {'capacity': N}} with a whole N >= 1."
+    if not isinstance(resources, Mapping):
+        return [
+            _error(
+                "heimdall.E011",
+                f"HEIMDALL['RESOURCES'] must be a dict, not {resources!r}.",
+                "Give e.g. {'storage': {'capacity': 10}, 'import-data': {'capacity': 1}}.",
+            )
+        ]
+    errors = []
+    for name, spec in resources.items():
+        if not isinstance(name, str) or not name:
+            errors.append(
+                _error(
+                    "heimdall.E011", f"HEIMDALL['RESOURCES'] has an invalid name {name!r}.", hint
+                )
+            )
+        elif not isinstance(spec, Mapping) or set(spec) != {"capacity"}:
+            errors.append(
+                _error(
+                    "heimdall.E011",
+                    f"HEIMDALL['RESOURCES'][{name!r}] must be {{'capacity': N}}, not {spec!r}.",
+                    hint,
+                )
+            )
+        elif not resource_capacities({name: dict(spec)}):
+            errors.append(
+                _error(
+                    "heimdall.E011",
+                    f"HEIMDALL['RESOURCES'][{name!r}]['capacity'] is {spec['capacity']!r}.",
+                    hint,
+                )
             )
     return errors
 
@@ -248,6 +289,10 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
         for name in tasks
         if name not in registered
     ]
+    if not isinstance(heimdall_settings.raw, dict):
+        # E001 says HEIMDALL is unusable: no resource can be declared, so naming one
+        # is not a separate mistake.
+        errors = [e for e in errors if e.id != "heimdall.E012"]
     return errors
 
 

@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULTS": {},
     # Per-task policies keyed by registered task name; callables as dotted paths.
     "TASKS": {},
+    # Named semaphores shared by tasks (option 'resources'), semaphore() and @locked:
+    # {"storage": {"capacity": 10}}. Read as {name: capacity}.
+    "RESOURCES": {},
     # Longest countdown of one deferral hop, seconds. Keep it well below the
     # broker's visibility timeout; it is also capped at half of that timeout.
     "DEFER_MAX_COUNTDOWN": 60.0,
@@ -91,7 +94,24 @@ def _normalised(raw: Any) -> dict[str, Any]:
     values["TASKS"] = {
         task: options for task, options in values["TASKS"].items() if isinstance(options, dict)
     }
+    values["RESOURCES"] = resource_capacities(values["RESOURCES"])
     return values
+
+
+def resource_capacities(raw: Any) -> dict[str, int]:
+    """``HEIMDALL["RESOURCES"]`` as ``{name: capacity}``, the valid entries only."""
+    if not isinstance(raw, dict):
+        return {}
+    capacities = {}
+    for name, spec in raw.items():
+        capacity = spec.get("capacity") if isinstance(spec, dict) else None
+        if isinstance(name, str) and name and _is_count(capacity):
+            capacities[name] = capacity
+    return capacities
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 heimdall_settings = HeimdallSettings()

@@ -59,5 +59,27 @@ class RateLimitExceeded(HeimdallError):
         return f"rate limit {self.key} exceeded; next slot in {self.retry_after:.3f}s"
 
 
+class ResourceBusy(HeimdallError):
+    """No concurrency slot or resource ticket could be had.
+
+    Raised by ``semaphore()``/``mutex()`` (and ``@locked(retry=False)``) when nothing
+    could be had, and stored as the result of a task with ``on_busy="skip"`` that
+    did not run, so that its ``AsyncResult.get()`` raises it.
+    """
+
+    def __init__(self, name: str | None = None, retry_after: float | None = None):
+        super().__init__(name, retry_after)
+        #: The busy semaphore: ``"task:<key>"`` for concurrency_limit, else a resource name.
+        self.name = name
+        #: Seconds until a ticket should be free (an estimate from recent hold times).
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        wait = (
+            "" if self.retry_after is None else f"; one should be free in ~{self.retry_after:.2f}s"
+        )
+        return f"{self.name} is busy: no slot or ticket is free{wait}"
+
+
 class HeimdallUnavailable(HeimdallError):
     """Redis could not be reached and ``ON_REDIS_ERROR`` is ``"fail_closed"``."""

@@ -129,6 +129,20 @@ class RateLimitWindow(models.Model):
         return str(self._meta.verbose_name)
 
 
+class ConcurrencySlot(models.Model):
+    """Concurrency slots and resource tickets held in Redis (no table)."""
+
+    class Meta:
+        managed = False
+        default_permissions = ("view",)
+        permissions = [("release_slot", _("Can release concurrency slots and resource tickets"))]
+        verbose_name = _("concurrency slot")
+        verbose_name_plural = _("concurrency")
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)
+
+
 class BeatLeader(models.Model):
     """The beat process leading under the lease in Redis (no table)."""
 

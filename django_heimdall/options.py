@@ -8,6 +8,7 @@ fieldsets, the effective-policies page and the docs' option table all read
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +132,81 @@ def _parse_rate_limit(name: str, value: Any, dotted_paths: bool) -> RateLimit:
         ) from None
 
 
+def _parse_count(name: str, value: Any, dotted_paths: bool) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _invalid(
+            name,
+            f"'{name}' must be a whole number of at least 1, not {value!r}.",
+            "Give how many copies may run at once, e.g. 2 (1 = never overlap).",
+        )
+    return value
+
+
+def _parse_resources(name: str, value: Any, dotted_paths: bool) -> dict[str, int]:
+    """A list of resource names, or ``{name: tickets}``; each declared in
+    ``HEIMDALL["RESOURCES"]`` with at least that many tickets."""
+    from .conf import heimdall_settings
+
+    if isinstance(value, (list, tuple)):
+        value = dict.fromkeys(value, 1) if all(isinstance(v, str) for v in value) else None
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(
+            isinstance(k, str) and k and isinstance(t, int) and not isinstance(t, bool) and t > 0
+            for k, t in value.items()
+        )
+    ):
+        raise _invalid(
+            name,
+            f"'{name}' must be a non-empty list of resource names or a dict of "
+            f"name: tickets, not {value!r}.",
+            "Use e.g. ['storage'] or {'storage': 2}.",
+        )
+    declared = heimdall_settings.RESOURCES
+    for resource, tickets in value.items():
+        if resource not in declared:
+            raise OptionError(
+                "heimdall.E012",
+                name,
+                f"'{name}' names resource {resource!r}, which HEIMDALL['RESOURCES'] does not "
+                "declare.",
+                f"Declare it, e.g. HEIMDALL['RESOURCES'] = {{{resource!r}: {{'capacity': 10}}}}"
+                f"; declared: {', '.join(declared) or '(none)'}.",
+            )
+        if tickets > declared[resource]:
+            raise OptionError(
+                "heimdall.E012",
+                name,
+                f"'{name}' asks for {tickets} tickets of {resource!r}, whose capacity is "
+                f"{declared[resource]}: the task could never start.",
+                "Ask for at most the capacity, or raise the capacity.",
+            )
+    return dict(value)
+
+
+def _choice(*choices: str) -> Callable[[str, Any, bool], str]:
+    def parse(name: str, value: Any, dotted_paths: bool) -> str:
+        if value not in choices:
+            raise _invalid(
+                name,
+                f"'{name}' must be one of {', '.join(map(repr, choices))}, not {value!r}.",
+                f"Use {' or '.join(map(repr, choices))}.",
+            )
+        return value
+
+    return parse
+
+
+def _resources_from_form(value: Any) -> Any:
+    if value in (None, ""):
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return _names_from_form(value)
+
+
 def _names_from_form(value: Any) -> list[str] | None:
     if value in (None, ""):
         return None
@@ -176,6 +252,20 @@ NAMES = Kind(
     to_form=lambda raw: None if raw is None else ", ".join(raw),
 )
 RATE_LIMIT = Kind(_parse_rate_limit, lambda: forms.CharField(required=False, max_length=255))
+COUNT = Kind(_parse_count, lambda: forms.IntegerField(required=False, min_value=1))
+RESOURCES = Kind(
+    _parse_resources,
+    lambda: forms.CharField(required=False, max_length=1000),
+    from_form=_resources_from_form,
+    to_form=lambda raw: None if raw is None else json.dumps(raw),
+)
+ON_BUSY = Kind(
+    _choice("defer", "skip"),
+    lambda: forms.ChoiceField(
+        required=False,
+        choices=[("", _("(inherit)")), ("defer", _("defer")), ("skip", _("skip"))],
+    ),
+)
 
 
 # -- the table -----------------------------------------------------------------------
@@ -205,7 +295,11 @@ class Option:
         return self.kind.parse(self.name, value, dotted_paths)
 
 
-SECTIONS = {"unique": _("Uniqueness"), "rate": _("Rate limit")}
+SECTIONS = {
+    "unique": _("Uniqueness"),
+    "rate": _("Rate limit"),
+    "concurrency": _("Concurrency and resources"),
+}
 
 OPTIONS: dict[str, Option] = {
     option.name: option
@@ -221,7 +315,10 @@ OPTIONS: dict[str, Option] = {
             "unique_timeout",
             SECONDS,
             3600,
-            _("Lease of the unique lock, in seconds; a crashed holder blocks at most this long."),
+            _(
+                "Lease of the unique lock, concurrency slots and resource tickets, in seconds; "
+                "a crashed holder blocks at most this long."
+            ),
             scopes=EVERYWHERE | {CALL},
         ),
         Option(
@@ -251,7 +348,7 @@ OPTIONS: dict[str, Option] = {
             _(
                 "A callable returning the key — taking (args, kwargs), or the task's arguments "
                 "by name — or a literal string; replaces task name and arguments; makes rate "
-                "limits per key. In settings and the admin: a dotted path."
+                "and concurrency limits per key. In settings and the admin: a dotted path."
             ),
         ),
         Option(
@@ -299,6 +396,37 @@ OPTIONS: dict[str, Option] = {
                 "returning one (a dotted path in settings and the admin)."
             ),
             section="rate",
+        ),
+        Option(
+            "concurrency_limit",
+            COUNT,
+            None,
+            _(
+                "At most this many copies running at once, cluster-wide (per key when 'key' is "
+                "given); 1 = never overlap, but queue freely."
+            ),
+            section="concurrency",
+        ),
+        Option(
+            "resources",
+            RESOURCES,
+            None,
+            _(
+                "Shared resources of HEIMDALL['RESOURCES'] the task holds a ticket of while it "
+                "runs: a list of names, or {name: tickets}; all or nothing."
+            ),
+            section="concurrency",
+        ),
+        Option(
+            "on_busy",
+            ON_BUSY,
+            "defer",
+            _(
+                "When no slot or ticket is free at start: 'defer' (wait in line, FIFO, re-sent "
+                "when one should be free; no retries used) or 'skip' (does not run; its result "
+                "raises ResourceBusy)."
+            ),
+            section="concurrency",
         ),
     )
 }
@@ -407,6 +535,8 @@ def display(value: Any) -> str:
         return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
     if isinstance(value, tuple):
         return repr(list(value))
+    if isinstance(value, dict):
+        return ", ".join(name if n == 1 else f"{name}: {n}" for name, n in value.items())
     return str(value)
 
 

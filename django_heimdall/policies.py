@@ -69,7 +69,12 @@ class Policy:
 
     @property
     def active(self) -> bool:
-        return self.unique or self.rate_limit is not None
+        return bool(
+            self.unique
+            or self.rate_limit is not None
+            or self.concurrency_limit is not None
+            or self.resources
+        )
 
     @property
     def keep_until_expired(self) -> bool:

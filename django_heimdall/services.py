@@ -17,7 +17,17 @@ from .conf import heimdall_settings
 from .exceptions import HeimdallUnavailable
 from .options import CANONICAL, display
 from .overrides import publish_on_commit
-from .store import LiveState, LockInfo, LockPage, RatePage, RateWindow, get_store
+from .store import (
+    LiveState,
+    LockInfo,
+    LockPage,
+    RatePage,
+    RateWindow,
+    SemaphoreInfo,
+    SemaphorePage,
+    SlotHolder,
+    get_store,
+)
 from .store.beat import BeatLeader, BeatOccurrence, BeatState
 
 __all__ = [
@@ -28,12 +38,16 @@ __all__ = [
     "LockPage",
     "RatePage",
     "RateWindow",
+    "SemaphoreInfo",
+    "SemaphorePage",
+    "SlotHolder",
     "beat",
     "effective_policies",
     "live",
     "publish_on_commit",
     "registered_task_names",
     "release_locks",
+    "release_slots",
     "revoke",
 ]
 
@@ -136,6 +150,30 @@ def release_locks(expected: Iterable[tuple[str, str]]) -> ReleaseResult:
         else:
             gone.append(identity)
     return ReleaseResult(released, taken_over, gone)
+
+
+class SlotReleaseResult(NamedTuple):
+    released: list[tuple[str, SlotHolder]]  # (semaphore, holder as it was)
+    gone: list[tuple[str, str]]  # (semaphore, holder): no longer held by that execution
+
+
+def release_slots(expected: Iterable[tuple[str, str, str]]) -> SlotReleaseResult:
+    """Release each ``(semaphore, holder, token)`` slot if that execution still holds
+    it; a slot released, expired or re-taken by another execution is left alone."""
+    state = live()
+    released, gone = [], []
+    for name, holder, token in expected:
+        info = state.semaphore(name)
+        current = next((h for h in info.holders if h.holder == holder), None) if info else None
+        if (
+            current is not None
+            and current.token == token
+            and state.release_slot(name, holder, token)
+        ):
+            released.append((name, current))
+        else:
+            gone.append((name, holder))
+    return SlotReleaseResult(released, gone)
 
 
 def revoke(task_ids: list[str]) -> None:

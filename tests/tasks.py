@@ -7,7 +7,7 @@ import time
 from celery import shared_task
 from django_redis import get_redis_connection
 
-from django_heimdall import HeimdallTask, RateLimit
+from django_heimdall import HeimdallTask, RateLimit, locked
 from django_heimdall.conf import heimdall_settings
 from django_heimdall.keys import identity
 from django_heimdall.store import get_store
@@ -356,3 +356,115 @@ def auto_heartbeat(self, name, seconds=6.0):
 def eager_interval(self, name):
     record("eager_interval", id=self.request.id)
     return name
+
+
+def record_run(name, task, **data):
+    """Records a body's start and end on the Redis clock around a short sleep."""
+    start = redis_time_us()
+    time.sleep(data.pop("hold", 0.05))
+    record(name, id=task.request.id, start=start, end=redis_time_us(), **data)
+
+
+@shared_task(base=HeimdallTask, bind=True, max_retries=0, heimdall={"concurrency_limit": 2})
+def two_at_a_time(self, n):
+    record_run("two_at_a_time", self, n=n, retries=self.request.retries, hold=0.1)
+    return n
+
+
+@shared_task(base=HeimdallTask, bind=True, max_retries=0, heimdall={"resources": ["shared"]})
+def uses_shared(self, n):
+    record_run("shared", self, n=n, kind="a", hold=0.08)
+    return n
+
+
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    max_retries=0,
+    heimdall={"resources": {"shared": 1}, "concurrency_limit": 3},
+)
+def also_uses_shared(self, n):
+    record_run("shared", self, n=n, kind="b", hold=0.05)
+    return n
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"resources": ["single"]})
+def holds_single(self, name):
+    """Holds the one ticket of resource 'single' until the test opens gate ``name``."""
+    record("single", id=self.request.id, task="holder", t=redis_time_us())
+    wait_for_gate(name)
+    record("single", id=self.request.id, task="holder-end", t=redis_time_us())
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"resources": ["single"], "on_busy": "skip"})
+def skips_single(self, name):
+    record("single", id=self.request.id, task="skipper", t=redis_time_us())
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True, max_retries=0, heimdall={"resources": ["single"]})
+def defers_single(self, name):
+    record(
+        "single",
+        id=self.request.id,
+        task="deferred",
+        t=redis_time_us(),
+        retries=self.request.retries,
+    )
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"concurrency_limit": 1})
+def slot_crashing(self, name):
+    """Kills its own worker process while holding its slot (prefork only)."""
+    import os
+    import signal
+
+    record("slot_crashing", id=self.request.id)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(bind=True, max_retries=50)
+@locked("plain-locked")
+def plain_locked(self, n):
+    record("locked", id=self.request.id, n=n, retries=self.request.retries, kind="plain")
+    return n
+
+
+@shared_task(base=HeimdallTask, bind=True, max_retries=0)
+@locked("heimdall-locked")
+def heimdall_locked(self, n):
+    record("locked", id=self.request.id, n=n, retries=self.request.retries, kind="heimdall")
+    return n
+
+
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    heimdall={"concurrency_limit": 1, "unique_timeout": 1},
+)
+def slot_heartbeat(self, beats=5):
+    """Outlives its 1 s lease by renewing lock-less slot leases."""
+    renewed = []
+    for _ in range(beats):
+        time.sleep(0.4)
+        renewed.append(self.heimdall_heartbeat())
+    record("slot_heartbeat", id=self.request.id, renewed=renewed)
+    return renewed
+
+
+@shared_task(base=HeimdallTask, bind=True, max_retries=0, heimdall={"concurrency_limit": 2})
+def slow_two_at_a_time(self, n):
+    """Holds its slot long enough that waiters are sent away, not waited for in place."""
+    record_run("slow_two_at_a_time", self, n=n, retries=self.request.retries, hold=0.7)
+    return n
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"concurrency_limit": 1, "unique_timeout": 2})
+def slot_sleeper(self):
+    """Holds its slot (2 s lease, no heartbeat) until its worker is killed."""
+    import os
+
+    record("slot_sleeper", id=self.request.id, pid=os.getpid(), t=self.request.heimdall_started_at)
+    time.sleep(60)

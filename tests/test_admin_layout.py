@@ -107,7 +107,13 @@ def test_every_other_admin_page_fits_and_is_pictured(
     log_in(browser, live_server)
 
     pages = [
-        ("heimdall_policyoverride_changelist", (), "#changelist", "overrides.png", "rate_limit=7/m"),
+        (
+            "heimdall_policyoverride_changelist",
+            (),
+            "#changelist",
+            "overrides.png",
+            "rate_limit=7/m",
+        ),
         (
             "heimdall_policyoverride_change",
             (override.pk,),

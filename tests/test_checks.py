@@ -224,6 +224,14 @@ def test_unknown_option_in_settings_is_e006(settings, where):
         ("unique_on", ["customer", 3]),
         ("unique_on", ["not an identifier"]),
         ("key", 42),
+        ("concurrency_limit", 0),
+        ("concurrency_limit", 2.5),
+        ("concurrency_limit", True),
+        ("resources", "shared"),
+        ("resources", []),
+        ("resources", {"shared": 0}),
+        ("resources", ["shared", 3]),
+        ("on_busy", "wait"),
     ],
 )
 def test_invalid_option_value_in_settings_is_e007(settings, option, value):
@@ -431,3 +439,39 @@ def test_peer_options_left_on_a_heimdall_task_are_w010(celery_app, attribute, va
         assert "heimdall={" in message.hint
     finally:
         celery_app.tasks.pop(name, None)
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        ["storage"],
+        {"storage": "10"},
+        {"storage": {"capacity": 0}},
+        {"storage": {"capacity": 2.5}},
+        {"storage": {"capacity": 10, "fair": True}},
+        {"": {"capacity": 1}},
+    ],
+)
+def test_invalid_resources_are_e011(settings, resources):
+    settings.HEIMDALL = {**settings.HEIMDALL, "RESOURCES": resources}
+    msg = the_error(check_settings(), "heimdall.E011")
+    assert "RESOURCES" in msg.msg
+
+
+def test_valid_resources_pass(settings):
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "RESOURCES": {"storage": {"capacity": 10}, "import-data": {"capacity": 1}},
+        "TASKS": {CONFIGURED: {"resources": {"storage": 2}, "concurrency_limit": 1}},
+    }
+    assert heimdall_messages(check_settings()) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(["undeclared"], "does not declare"), ({"shared": 3}, "capacity is 2")],
+)
+def test_resources_option_naming_an_undeclared_or_too_small_resource_is_e012(settings, value, text):
+    settings.HEIMDALL = {**settings.HEIMDALL, "TASKS": {CONFIGURED: {"resources": value}}}
+    msg = task_options_error(check_settings(), "heimdall.E012", CONFIGURED, "'resources'")
+    assert text in msg.msg

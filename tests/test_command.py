@@ -118,3 +118,28 @@ def test_redis_down_is_a_command_error(private_redis):
     private_redis.stop()
     with pytest.raises(CommandError, match="unreachable"):
         run("locks")
+
+
+def test_slots_lists_holders_and_release_slot_is_owner_checked():
+    from django_heimdall import mutex
+    from django_heimdall.store import Slot
+
+    name = "task:tests.tasks.two_at_a_time"
+    get_store().start(
+        "held-1", task_name="t", lease_ms=60_000, token="e1", slots=(Slot(name, 1, 2),)
+    )
+    with mutex("import-data"):
+        data = json.loads(run("slots", "--json")[0])
+        by_name = {row["name"]: row for row in data}
+        assert by_name[name]["used"] == 1 and by_name[name]["capacity"] == 2
+        assert by_name[name]["holders"][0]["holder"] == "held-1"
+        assert by_name["resource:import-data"]["used"] == 1
+        out = run("slots")[0]
+        assert "1/2 in use" in out and "held-1" in out
+
+    out, _ = run("release-slot", name, "held-1", "--noinput")
+    assert "released" in out
+    rows = {row["name"]: row for row in json.loads(run("slots", "--json")[0])}
+    assert rows[name]["used"] == 0
+    with pytest.raises(CommandError, match="holds no slot"):
+        run("release-slot", name, "held-1", "--noinput")

@@ -4,12 +4,14 @@ prefork worker. Times are read from the Redis clock by the scripts themselves.""
 import math
 import multiprocessing
 import os
+import signal
 
 import pytest
 from billiard.exceptions import WorkerLostError
 
-from django_heimdall.store import get_store
-from django_heimdall.testing import max_in_window
+from django_heimdall.services import live
+from django_heimdall.store import Slot, Started, get_store
+from django_heimdall.testing import max_concurrent, max_in_window
 from tests import tasks
 from tests.conftest import wait_until
 
@@ -124,3 +126,70 @@ def test_killed_worker_process_gives_its_lock_back(worker_process):
     # Released by the worker's main process, long before the 3600 s lease ends.
     wait_until(lambda: get_store().holder(lock) is None, message="release of a lost task")
     assert len(tasks.records("unique_crashing")) == 1
+
+
+def max_overlap(runs):
+    """The most bodies running at any instant, on the Redis clock."""
+    return max_concurrent((r["start"], r["end"]) for r in runs)
+
+
+def test_prefork_worker_never_runs_more_copies_than_the_concurrency_limit(worker_process):
+    worker = worker_process(pool="prefork", concurrency=4)
+    results = [tasks.two_at_a_time.apply_async((n,), queue=worker.queue) for n in range(40)]
+    assert sorted(r.get(timeout=180) for r in results) == list(range(40))
+
+    runs = tasks.records("two_at_a_time")
+    assert sorted(r["n"] for r in runs) == list(range(40))  # all 40, exactly once
+    assert len({r["id"] for r in runs}) == 40
+    assert max_overlap(runs) <= 2
+    assert {r["retries"] for r in runs} == {0}  # waiting in line used no retries
+    info = live().semaphore("task:tests.tasks.two_at_a_time")
+    assert info.used == 0 and info.waiting == 0
+
+
+def test_two_tasks_sharing_a_resource_never_exceed_its_capacity_together(worker_process):
+    worker = worker_process(pool="prefork", concurrency=4)
+    results = [
+        task.apply_async((n,), queue=worker.queue)
+        for n in range(15)
+        for task in (tasks.uses_shared, tasks.also_uses_shared)
+    ]
+    assert sorted(r.get(timeout=180) for r in results) == sorted(list(range(15)) * 2)
+    runs = tasks.records("shared")
+    assert len(runs) == 30
+    assert max_overlap(runs) <= 2  # HEIMDALL["RESOURCES"]["shared"]["capacity"]
+    assert {r["kind"] for r in runs} == {"a", "b"}
+
+
+def test_killed_worker_process_gives_its_slot_back_at_once(worker_process):
+    worker = worker_process(pool="prefork", concurrency=1)
+    result = tasks.slot_crashing.apply_async(("boom",), queue=worker.queue)
+    with pytest.raises(WorkerLostError):
+        result.get(timeout=60)
+    # Released by the worker's main process, long before the 3600 s lease ends.
+    wait_until(
+        lambda: live().semaphore("task:tests.tasks.slot_crashing").used == 0,
+        message="release of a lost task's slot",
+    )
+    assert len(tasks.records("slot_crashing")) == 1
+
+
+def test_a_dead_workers_slot_returns_when_its_lease_ends(worker_process):
+    worker = worker_process(pool="prefork", concurrency=1)
+    tasks.slot_sleeper.apply_async(queue=worker.queue)
+    run = wait_until(lambda: tasks.records("slot_sleeper"), message="the holder to start")[0]
+    # The whole worker dies: nobody is left to give the slot back.
+    for pid in (worker.process.pid, run["pid"]):
+        os.kill(pid, signal.SIGKILL)
+    worker.process.wait(30)
+
+    store = get_store()
+    slot = (Slot("task:tests.tasks.slot_sleeper", 1, 1),)
+
+    def admitted():
+        decision = store.start("next", task_name="t", lease_ms=10_000, token="n", slots=slot)
+        return decision if decision.status == Started.ADMITTED else None
+
+    decision = wait_until(admitted, message="the slot to come back")
+    # Not before its 2 s lease ran out, on the Redis clock.
+    assert decision.now_us - run["t"] >= 2_000_000

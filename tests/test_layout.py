@@ -4,12 +4,12 @@ and never collide with the project's cache keys."""
 import pytest
 from redis.crc import key_slot
 
-from django_heimdall import options
+from django_heimdall import mutex, options
 from django_heimdall.models import PolicyOverride
 from django_heimdall.overrides import publish
 from django_heimdall.ratelimits import Rate
 from django_heimdall.services import live
-from django_heimdall.store import Store, get_store, scripts
+from django_heimdall.store import Slot, Store, get_store, scripts
 from django_heimdall.store.beat import BeatStore
 
 
@@ -37,6 +37,24 @@ def test_every_script_touches_keys_of_one_slot(recorded_calls):
     store.acquire("a:2", "o3", 10_000, "task.a")
     store.start("o3", task_name="task.a", lock="a:2", lease_ms=10_000, token="t")
     store.release_owned("o3", "t")
+    slots = (Slot("task:a", 1, 1), Slot("resource:storage", 2, 10))
+    store.start("o4", task_name="task.a", lease_ms=10_000, token="u", slots=slots)
+    store.start("o5", task_name="task.a", lease_ms=10_000, token="v", slots=slots)  # busy
+    store.start(
+        "o6",
+        task_name="task.a",
+        lock="a:3",
+        lease_ms=10_000,
+        token="w",
+        slots=slots,
+        rates=(("r", Rate(5, 1)),),
+    )
+    store.renew_execution("o4", "u", 10_000)
+    store.release_owned("o4", "u")
+    with mutex("storage", blocking=True, timeout=0.01) as ticket:
+        ticket.renew()
+    state.semaphores()
+    state.release_slot("task:a", "o6", "w")
     state.locks_page(["task.a", "task.b"], 0, 10)
     state.release_task("task.a", state.now_ms())
     state.rate_windows()

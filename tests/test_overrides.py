@@ -121,3 +121,27 @@ def test_overrides_lost_with_redis_are_republished_from_the_database(
     source.reset()
     assert tasks.unique_add.heimdall_policy.unique is False
     assert OverrideStorage(store).revision() is not None
+
+
+def test_admin_override_sets_the_concurrency_options_through_the_form(
+    admin_client, django_capture_on_commit_callbacks
+):
+    override = save_override(
+        admin_client,
+        django_capture_on_commit_callbacks,
+        "tests.tasks.two_at_a_time",
+        concurrency_limit="1",
+        resources='{"shared": 2}',
+        on_busy="skip",
+    )
+    assert override.options == {
+        "concurrency_limit": 1,
+        "resources": {"shared": 2},
+        "on_busy": "skip",
+    }
+    change = reverse("admin:heimdall_policyoverride_change", args=[override.pk])
+    assert "{&quot;shared&quot;: 2}" in admin_client.get(change).content.decode()
+    rejected = admin_client.post(
+        ADD, override_form("tests.tasks.uses_shared", resources="shared, storage")
+    )
+    assert "does not declare" in rejected.content.decode()

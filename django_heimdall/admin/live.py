@@ -1,4 +1,5 @@
-"""Admin pages over live Redis state: held locks and rate-limit windows.
+"""Admin pages over live Redis state: held locks, rate-limit windows, concurrency
+slots and resource tickets.
 
 The models are table-less; these admins replace the changelist with a view that
 reads the store, and route every change through a confirmation page that is
@@ -23,7 +24,7 @@ from django.urls import path, reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from ..services import HeimdallUnavailable, live, release_locks, revoke
+from ..services import HeimdallUnavailable, live, release_locks, release_slots, revoke
 
 PER_PAGE = 100
 
@@ -75,6 +76,17 @@ class LiveAdmin(admin.ModelAdmin):
             **extra,
         }
 
+    def page_context(self, total: int, page: int) -> dict[str, Any]:
+        """Pagination of a listing of ``total`` rows at ``PER_PAGE`` a page."""
+        pages = max(1, -(-total // PER_PAGE))
+        return {
+            "total": total,
+            "page": page,
+            "pages": pages,
+            "previous_url": self.changelist_url(p=page - 1) if page > 1 else "",
+            "next_url": self.changelist_url(p=page + 1) if page < pages else "",
+        }
+
     def log(self, request: HttpRequest, object_id: str, object_repr: str, message: str) -> None:
         """An admin log entry for a change that is not a model save."""
         LogEntry.objects.create(
@@ -85,6 +97,20 @@ class LiveAdmin(admin.ModelAdmin):
             action_flag=DELETION,
             change_message=message,
         )
+
+    def task_results(self, task_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """``task id -> (state, admin URL)`` of the TaskResults of ``task_ids``, when
+        django-celery-results is installed and registered on this admin site."""
+        if not task_ids or not apps.is_installed("django_celery_results"):
+            return {}
+        from django_celery_results.models import TaskResult
+
+        if not self.admin_site.is_registered(TaskResult):
+            return {}
+        return {
+            r.task_id: (r.status, self.url("django_celery_results_taskresult_change", r.pk))
+            for r in TaskResult.objects.filter(task_id__in=task_ids)
+        }
 
     def live_view(self, request: HttpRequest) -> HttpResponse:
         raise NotImplementedError
@@ -178,35 +204,16 @@ class LockAdmin(LiveAdmin):
         return TemplateResponse(request, "admin/heimdall/lock/change_list.html", context)
 
     def _rows(self, locks: list[Any]) -> list[dict[str, Any]]:
-        results: dict[str, Any] = {}
-        if locks and self._results_registered():
-            from django_celery_results.models import TaskResult
-
-            results = {
-                r.task_id: r
-                for r in TaskResult.objects.filter(task_id__in=[lock.owner for lock in locks])
+        results = self.task_results([lock.owner for lock in locks])
+        return [
+            {
+                "lock": lock,
+                "value": json.dumps([lock.identity, lock.owner]),
+                "state": results.get(lock.owner, ("", ""))[0],
+                "result_url": results.get(lock.owner, ("", ""))[1],
             }
-        rows = []
-        for lock in locks:
-            result = results.get(lock.owner)
-            rows.append(
-                {
-                    "lock": lock,
-                    "value": json.dumps([lock.identity, lock.owner]),
-                    "state": result.status if result is not None else "",
-                    "result_url": self.url("django_celery_results_taskresult_change", result.pk)
-                    if result is not None
-                    else "",
-                }
-            )
-        return rows
-
-    def _results_registered(self) -> bool:
-        if not apps.is_installed("django_celery_results"):
-            return False
-        from django_celery_results.models import TaskResult
-
-        return self.admin_site.is_registered(TaskResult)
+            for lock in locks
+        ]
 
     def confirm(self, request: HttpRequest) -> HttpResponse:
         action = request.POST.get("action", "")
@@ -335,17 +342,12 @@ class RateLimitWindowAdmin(LiveAdmin):
                 groups.setdefault(window.task, []).append(window)
         except HeimdallUnavailable as exc:
             error = str(exc)
-        pages = max(1, -(-total // PER_PAGE))
         context = self.context(
             request,
             _("Rate-limit windows"),
             groups=sorted(groups.items()),
-            total=total,
-            page=page,
-            pages=pages,
-            previous_url=self.changelist_url(p=page - 1) if page > 1 else "",
-            next_url=self.changelist_url(p=page + 1) if page < pages else "",
             redis_error=error,
+            **self.page_context(total, page),
         )
         return TemplateResponse(request, "admin/heimdall/ratelimitwindow/change_list.html", context)
 
@@ -389,3 +391,120 @@ class RateLimitWindowAdmin(LiveAdmin):
             messages.SUCCESS,
         )
         return HttpResponseRedirect(self.changelist_url())
+
+
+class ConcurrencyAdmin(LiveAdmin):
+    """Concurrency slots (per task key) and resource tickets, with their holders and
+    the length of each FIFO line; a slot is released through the confirmation page."""
+
+    change_permission_codename = "release_slot"
+
+    def live_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        page = _page_number(request.GET.get("p"))
+        semaphores: list[Any] = []
+        error, total = "", 0
+        try:
+            result = live().semaphores((page - 1) * PER_PAGE, PER_PAGE)
+            semaphores, total = result.semaphores, result.total
+        except HeimdallUnavailable as exc:
+            error = str(exc)
+        results = self.task_results([h.holder for s in semaphores for h in s.holders])
+        groups = []
+        for kind, title in (("task", _("Tasks")), ("resource", _("Resources"))):
+            rows = [
+                {
+                    "semaphore": semaphore,
+                    "holders": [
+                        {
+                            "holder": holder,
+                            "value": json.dumps([semaphore.name, holder.holder, holder.token]),
+                            "state": results.get(holder.holder, ("", ""))[0],
+                            "result_url": results.get(holder.holder, ("", ""))[1],
+                        }
+                        for holder in semaphore.holders
+                    ],
+                }
+                for semaphore in semaphores
+                if semaphore.kind == kind
+            ]
+            if rows:
+                groups.append((title, rows))
+        context = self.context(
+            request,
+            _("Concurrency"),
+            groups=groups,
+            redis_error=error,
+            **self.page_context(total, page),
+        )
+        return TemplateResponse(request, "admin/heimdall/concurrencyslot/change_list.html", context)
+
+    def confirm(self, request: HttpRequest) -> HttpResponse:
+        slots = _slots(request.POST.getlist("selected"))
+        if not slots:
+            self.message_user(request, _("No slot was selected."), messages.WARNING)
+            return HttpResponseRedirect(self.changelist_url())
+        count = len(slots)
+        context = self.context(
+            request,
+            _("Are you sure?"),
+            summary=ngettext(
+                "Release %(count)d slot? Its holder keeps running, and another task may start.",
+                "Release %(count)d slots? Their holders keep running, and other tasks may start.",
+                count,
+            )
+            % {"count": count},
+            preview=[],
+            names=[f"{name} — {holder}" for name, holder, _token in slots],
+            note=_("A slot released or re-taken before you confirm is left alone."),
+            action="release",
+            hidden=[("selected", json.dumps(slot)) for slot in slots],
+            cancel_url=self.changelist_url(),
+            confirm_url=self.url("heimdall_concurrencyslot_confirm"),
+        )
+        return TemplateResponse(request, "admin/heimdall/confirm.html", context)
+
+    def apply(self, request: HttpRequest) -> HttpResponse:
+        result = release_slots(_slots(request.POST.getlist("selected")))
+        for name, holder in result.released:
+            self.log(
+                request,
+                f"{name} {holder.holder}",
+                f"{name} [{holder.holder}]",
+                f"Released slot of {name} held by {holder.holder} ({holder.label})",
+            )
+        if result.released:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d slot released.", "%(count)d slots released.", len(result.released)
+                )
+                % {"count": len(result.released)},
+                messages.SUCCESS,
+            )
+        if result.gone:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d slot was no longer held by that execution and was left alone.",
+                    "%(count)d slots were no longer held by those executions and were left alone.",
+                    len(result.gone),
+                )
+                % {"count": len(result.gone)},
+                messages.INFO,
+            )
+        return HttpResponseRedirect(self.changelist_url())
+
+
+def _slots(values: list[str]) -> list[tuple[str, str, str]]:
+    """Decode the (semaphore, holder, token) triples that a form carried."""
+    slots = []
+    for value in values:
+        try:
+            name, holder, token = json.loads(value)
+        except (TypeError, ValueError):
+            continue
+        if all(isinstance(part, str) for part in (name, holder, token)):
+            slots.append((name, holder, token))
+    return slots

@@ -10,11 +10,31 @@ from __future__ import annotations
 import threading
 
 from ..conf import heimdall_settings, on_reload
-from .decisions import Acquire, Acquired, Released, Renewed, Start, Started, Store
-from .live import LiveState, LockInfo, LockPage, RatePage, RateWindow
+from .decisions import Acquire, Acquired, Released, Renewed, Slot, Start, Started, Store
+from .live import (
+    LiveState,
+    LockInfo,
+    LockPage,
+    RatePage,
+    RateWindow,
+    SemaphoreInfo,
+    SemaphorePage,
+    SlotHolder,
+)
 from .scripts import UNAVAILABLE_ERRORS
+from .semaphores import (
+    RESOURCE_PREFIX,
+    TASK_PREFIX,
+    Sem,
+    SemAcquire,
+    Semaphores,
+    resource_semaphore,
+    task_semaphore,
+)
 
 __all__ = [
+    "RESOURCE_PREFIX",
+    "TASK_PREFIX",
     "UNAVAILABLE_ERRORS",
     "Acquire",
     "Acquired",
@@ -25,10 +45,19 @@ __all__ = [
     "RateWindow",
     "Released",
     "Renewed",
+    "Sem",
+    "SemAcquire",
+    "SemaphoreInfo",
+    "SemaphorePage",
+    "Semaphores",
+    "Slot",
+    "SlotHolder",
     "Start",
     "Started",
     "Store",
     "get_store",
+    "resource_semaphore",
+    "task_semaphore",
 ]
 
 _store: Store | None = None

@@ -1,4 +1,5 @@
-"""The hot-path decisions: take, confirm, renew and give back locks, count starts.
+"""The hot-path decisions: take, confirm, renew and give back locks, count starts,
+take and give back concurrency slots and resource tickets.
 
 Each method is one script call (one round trip) that reads the Redis clock,
 decides and writes atomically.
@@ -30,6 +31,7 @@ class Started(IntEnum):
     DUPLICATE = 21
     THROTTLED = 22
     TWIN = 23  # a second delivery of a message whose execution still runs
+    BUSY = 25  # a concurrency slot or resource ticket is not free
     REPLACED = 29  # replaced by a newer call while it was queued (holder: the new one)
 
 
@@ -43,6 +45,15 @@ class Released(IntEnum):
 class Renewed(IntEnum):
     RENEWED = 40
     LOST = 41
+    NOTHING = 42  # the execution holds nothing (renew_execution)
+
+
+class Slot(NamedTuple):
+    """A semaphore a task start asks for: ``tickets`` of ``name``, which has ``capacity``."""
+
+    name: str
+    tickets: int
+    capacity: int
 
 
 class Acquire(NamedTuple):
@@ -53,7 +64,7 @@ class Acquire(NamedTuple):
 
 class Start(NamedTuple):
     status: Started
-    holder: str | None
+    holder: str | None  # the lock's holder, or the busy semaphore's name (BUSY)
     wait: float  # seconds: until the holder's lease ends (DUPLICATE) or a slot frees
     now_us: int  # the Redis clock when the decision was taken
     taken: bool = False  # the lock was free and this start took it
@@ -132,13 +143,20 @@ class Store:
         rates: tuple[tuple[str, Rate], ...] = (),
         token: str = "",
         until: str = "finished",
+        slots: tuple[Slot, ...] = (),
+        queue: bool = True,
     ) -> Start:
         """Decide whether ``owner`` may start: lock ``lock`` (an identity, if unique)
-        for the execution ``token`` and count one start against every
-        ``(identity, rate)`` in ``rates``."""
+        for the execution ``token``, take every semaphore of ``slots`` (all or
+        nothing; when busy, wait in line if ``queue``) and count one start against
+        every ``(identity, rate)`` in ``rates``."""
         keys: list[str] = []
         if lock is not None:
             keys += self.keys.lock_keys(lock, task_name, owner)
+        if slots:
+            keys += [self.keys.semaphores, self.keys.semaphore_sequence, self.keys.slots(owner)]
+            for slot in slots:
+                keys += self.keys.semaphore(slot.name)
         if rates:
             keys += [self.keys.rates, self.keys.rate_details]
         args: list[Any] = [
@@ -150,7 +168,11 @@ class Store:
             preview,
             token,
             until,
+            len(slots),
+            _flag(queue),
         ]
+        for slot in slots:
+            args += [slot.name, slot.tickets, slot.capacity]
         for identity, rate in rates:
             keys.append(self.keys.rate(identity))
             args += [rate.times, int(rate.per * 1_000_000), identity]
@@ -167,17 +189,33 @@ class Store:
         )
         return status == Released.RELEASED
 
-    def release_owned(self, owner: str, token: str = "", *, requeue: bool = False) -> Released:
-        """Give back the lock ``owner`` holds, found through its owner pointer; only
-        the execution ``token`` may (any execution when ``token`` is empty). With
-        ``requeue`` the lock stays, queued again for the same message."""
+    def release_owned(
+        self, owner: str, token: str = "", *, requeue: bool = False, slots_only: bool = False
+    ) -> Released:
+        """Give back the lock and the semaphores ``owner`` holds, found through its
+        pointers; only the execution ``token`` may (any execution when ``token`` is
+        empty). With ``requeue`` the lock stays, queued again for the same message;
+        with ``slots_only`` it stays as it is (a retry). Semaphores are always given
+        back: a task holds them only while it runs."""
         keys = self.keys
-        status = self.call(
+        mode = "slots" if slots_only else "requeue" if requeue else ""
+        status, _semaphores = self.call(
             "release_owned",
-            [keys.owner(owner)],
-            [owner, token, keys.index_prefix, "requeue" if requeue else ""],
+            [keys.owner(owner), keys.slots(owner)],
+            [owner, token, keys.index_prefix, mode, keys.key_tag],
         )
         return Released(status)
+
+    def renew_execution(self, owner: str, token: str, lease_ms: int) -> Renewed:
+        """Extend, to ``lease_ms`` from now, the lease of everything the execution
+        ``token`` of task ``owner`` holds: its lock, slots and tickets."""
+        keys = self.keys
+        status = self.call(
+            "renew_execution",
+            [keys.owner(owner), keys.slots(owner), keys.tasks, keys.semaphores],
+            [owner, token, lease_ms, keys.index_prefix, keys.key_tag],
+        )
+        return Renewed(status)
 
     def renew(self, identity: str, owner: str, lease_ms: int, task_name: str) -> bool:
         """Extend the lease of ``identity`` if ``owner`` still holds it."""

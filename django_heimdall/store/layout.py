@@ -59,6 +59,27 @@ class Layout:
         return f"{self.tag}:rates:details"
 
     @property
+    def key_tag(self) -> str:
+        """What scripts put in front of a name to build a key of this prefix."""
+        return f"{self.tag}:"
+
+    def semaphore(self, name: str) -> list[str]:
+        """The keys of semaphore ``name``: holders, line, details (the order scripts take)."""
+        return [f"{self.tag}:semh:{name}", f"{self.tag}:semw:{name}", f"{self.tag}:semd:{name}"]
+
+    @property
+    def semaphores(self) -> str:
+        return f"{self.tag}:sems"
+
+    @property
+    def semaphore_sequence(self) -> str:
+        return f"{self.tag}:sems:seq"
+
+    def slots(self, holder: str) -> str:
+        """What one holder (a task id) holds or waits for, for its release."""
+        return f"{self.tag}:slots:{holder}"
+
+    @property
     def overrides(self) -> str:
         return f"{self.tag}:overrides"
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from . import scripts
 from .decisions import Store
+from .semaphores import RESOURCE_PREFIX, TASK_PREFIX, Sem, Semaphores
 
 
 class LockInfo(NamedTuple):
@@ -46,6 +47,35 @@ class RateWindow(NamedTuple):
 class RatePage(NamedTuple):
     total: int
     windows: list[RateWindow]
+
+
+class SlotHolder(NamedTuple):
+    """One holder of a semaphore's tickets: a task execution or an ad-hoc holder."""
+
+    holder: str  # task id, or the id of a semaphore()/mutex() holder
+    tickets: int
+    since: datetime.datetime
+    token: str  # the execution holding it (what a release is checked against)
+    label: str  # task name, or where an ad-hoc holder runs
+    expires_in: float  # seconds of lease left
+
+
+class SemaphoreInfo(NamedTuple):
+    """A semaphore in use: a task's concurrency slots, or a shared resource."""
+
+    name: str
+    kind: str  # "task" (concurrency_limit) or "resource"
+    key: str  # the task key or resource name
+    capacity: int
+    used: int
+    waiting: int  # places in the FIFO line
+    mean_hold: float | None  # seconds, over recent releases
+    holders: list[SlotHolder]
+
+
+class SemaphorePage(NamedTuple):
+    total: int
+    semaphores: list[SemaphoreInfo]
 
 
 def _datetime(ms: Any) -> datetime.datetime:
@@ -179,3 +209,55 @@ class LiveState:
         stays listed, with 0 starts, until the window would have ended)."""
         with self._redis() as client:
             return bool(client.delete(self.keys.rate(identity)))
+
+    def semaphores(self, offset: int = 0, limit: int = 100) -> SemaphorePage:
+        """Semaphores with live holders or waiters, one page."""
+        return self._semaphores(offset, limit)
+
+    def semaphore(self, name: str) -> SemaphoreInfo | None:
+        """Semaphore ``name``, if it has live holders or waiters."""
+        found = self._semaphores(0, 1, name).semaphores
+        return found[0] if found else None
+
+    def _semaphores(self, offset: int, limit: int, name: str = "") -> SemaphorePage:
+        _now, total, rows = self.store.call(
+            "slots_page", [self.keys.semaphores], [self.keys.key_tag, offset, limit, name]
+        )
+        return SemaphorePage(int(total), [_semaphore_info(*row) for row in rows])
+
+    def release_slot(self, name: str, holder: str, token: str) -> bool:
+        """Give back ``holder``'s tickets of ``name`` if execution ``token`` still
+        holds them (an operator freeing a stuck slot)."""
+        result = Semaphores(self.store).release(name, holder, token, leave=False)
+        return result.status == Sem.RELEASED
+
+
+def _semaphore_info(
+    name: Any, capacity: Any, used: Any, waiting: Any, mean: Any, holders: Any
+) -> SemaphoreInfo:
+    name = scripts.text(name)
+    kind, key = "resource", name
+    for prefix, label in ((TASK_PREFIX, "task"), (RESOURCE_PREFIX, "resource")):
+        if name.startswith(prefix):
+            kind, key = label, name[len(prefix) :]
+    mean = scripts.text(mean)
+    return SemaphoreInfo(
+        name=name,
+        kind=kind,
+        key=key,
+        capacity=int(capacity),
+        used=int(used),
+        waiting=int(waiting),
+        mean_hold=int(mean) / 1000 if mean else None,
+        holders=[
+            SlotHolder(
+                holder=scripts.text(holder),
+                tickets=int(tickets),
+                since=_datetime(scripts.text(since)),
+                token=scripts.text(token),
+                label=scripts.text(label),
+                expires_in=max(0, int(pttl)) / 1000,
+            )
+            for holder, tickets, since, token, label, pttl in holders
+        ],
+    )

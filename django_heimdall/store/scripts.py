@@ -38,6 +38,11 @@ NAMES = (
     "release_owned",
     "release_task",
     "renew",
+    "renew_execution",
+    "sem_acquire",
+    "sem_release",
+    "sem_renew",
+    "slots_page",
     "start",
 )
 

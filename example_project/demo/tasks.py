@@ -100,6 +100,15 @@ def nightly_cleanup(self) -> str:
     return "cleaned"
 
 
+@shared_task(base=HeimdallTask, bind=True, heimdall={"concurrency_limit": 2})
+def render_video(self, video_id: int) -> str:
+    """At most 2 renders at a time across every worker; the others wait their turn
+    (state THROTTLED) and run in order."""
+    with timeline.run(self, "render"):
+        time.sleep(3)
+    return f"video {video_id} rendered"
+
+
 @shared_task
 def ping_demo(value: int) -> int:
     """A plain task: the demo's smoke test round-trips it."""

@@ -69,9 +69,7 @@ def _fire(
 
 
 # The page shows these in order. A demo is one entry here, and its task (in tasks.py)
-# records its runs with ``timeline.run(self, "<slug>")``. A concurrency limit, say,
-# would be one more entry: 12 calls of a task limited to 2 runs at once, drawn with
-# ``overlap=2`` (a strip of the runs at the same time against a limit line at 2).
+# records its runs with ``timeline.run(self, "<slug>")``.
 DEMOS = [
     Demo(
         "report",
@@ -135,6 +133,14 @@ DEMOS = [
             5,
             lambda n: tasks.reindex_customer.apply_async((42, f"save {n + 1}"), countdown=2),
         ),
+    ),
+    Demo(
+        "render",
+        "At most two at a time",
+        "Render 12 videos",
+        "concurrency_limit=2: never more than two bars overlap; the others wait their turn.",
+        fire=lambda: _fire("render", "render(n)", 12, lambda n: tasks.render_video.delay(n)),
+        overlap=2,
     ),
     Demo(
         "sync",

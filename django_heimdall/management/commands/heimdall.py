@@ -1,5 +1,5 @@
-"""``manage.py heimdall``: inspect and clear live locks, policies and rate limits,
-and show the beat leader.
+"""``manage.py heimdall``: inspect and clear live locks, policies, rate limits and
+concurrency slots, and show the beat leader.
 
 The command parses and prints; the work is done by ``django_heimdall.services``
 and the store, the same code the admin uses.
@@ -13,7 +13,17 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import HeimdallUnavailable
-from ...services import beat, effective_policies, live, release_locks
+from ...services import beat, effective_policies, live, release_locks, release_slots
+
+
+def _no_input(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--noinput",
+        "--no-input",
+        action="store_false",
+        dest="interactive",
+        help="Do not ask for confirmation.",
+    )
 
 
 class Command(BaseCommand):
@@ -36,13 +46,7 @@ class Command(BaseCommand):
         )
         release.add_argument("--task", help="Release every lock of this task.")
         release.add_argument("--all", action="store_true", help="Release every lock.")
-        release.add_argument(
-            "--noinput",
-            "--no-input",
-            action="store_false",
-            dest="interactive",
-            help="Do not ask for confirmation.",
-        )
+        _no_input(release)
 
         policies = sub.add_parser("policies", help="Show effective policies and their sources.")
         policies.add_argument("--json", action="store_true", help="Print JSON.")
@@ -52,13 +56,23 @@ class Command(BaseCommand):
 
         reset = sub.add_parser("reset-rate", help="Reset the window of one rate-limit key.")
         reset.add_argument("identity", metavar="KEY", help="Rate-limit key, as listed by 'rates'.")
-        reset.add_argument(
-            "--noinput",
-            "--no-input",
-            action="store_false",
-            dest="interactive",
-            help="Do not ask for confirmation.",
+        _no_input(reset)
+
+        slots = sub.add_parser(
+            "slots", help="List concurrency slots and resource tickets with their holders."
         )
+        slots.add_argument("--json", action="store_true", help="Print JSON.")
+
+        release_slot = sub.add_parser(
+            "release-slot", help="Release one holder's slot or ticket (owner-checked)."
+        )
+        release_slot.add_argument(
+            "semaphore",
+            metavar="NAME",
+            help="Semaphore, as listed by 'slots' (task:… or resource:…).",
+        )
+        release_slot.add_argument("holder", metavar="HOLDER", help="Holder (task id), as listed.")
+        _no_input(release_slot)
 
         beat_parser = sub.add_parser(
             "beat", help="Show the beat leader and the latest occurrences sent or skipped."
@@ -175,6 +189,41 @@ class Command(BaseCommand):
         if not live().reset_rate(identity):
             raise CommandError(f"No rate-limit window is open for {identity!r}.")
         self.stdout.write(f"Window of {identity} reset.")
+
+    def handle_slots(self, *, json: bool, **options: Any) -> None:
+        semaphores = live().semaphores(0, 10_000).semaphores
+        if json:
+            self._json(
+                [
+                    {**info._asdict(), "holders": [h._asdict() for h in info.holders]}
+                    for info in semaphores
+                ]
+            )
+            return
+        for info in semaphores:
+            mean = "" if info.mean_hold is None else f"  mean hold {info.mean_hold:.3f}s"
+            self.stdout.write(
+                f"{info.name}  {info.used}/{info.capacity} in use  {info.waiting} waiting{mean}"
+            )
+            for h in info.holders:
+                self.stdout.write(
+                    f"  {h.holder}  tickets={h.tickets}  by {h.label or '-'}  "
+                    f"since {h.since.isoformat()}  lease left {h.expires_in:.1f}s"
+                )
+        self.stdout.write(f"{len(semaphores)} semaphore(s) in use")
+
+    def handle_release_slot(
+        self, *, semaphore: str, holder: str, interactive: bool, **options: Any
+    ) -> None:
+        info = live().semaphore(semaphore)
+        current = next((h for h in info.holders if h.holder == holder), None) if info else None
+        if current is None:
+            raise CommandError(f"{holder} holds no slot of {semaphore}.")
+        self._confirm(interactive, f"Release the slot of {semaphore} held by {holder}?")
+        result = release_slots([(semaphore, holder, current.token)])
+        if not result.released:
+            raise CommandError(f"{holder} no longer held its slot of {semaphore}; left alone.")
+        self.stdout.write(f"Slot of {semaphore} held by {holder} released.")
 
     def handle_beat(self, *, json: bool, **options: Any) -> None:
         state = beat()

@@ -1,6 +1,10 @@
--- Decide whether a task may start now: unique check, then every rate limit.
+-- Decide whether a task may start now: unique check, concurrency slots and resource
+-- tickets, then every rate limit.
 -- KEYS: when ARGV[1] == "1", first the lock hash, the per-task lock index, the task
---       registry and the owner pointer; then, when there are rate limits, the rate
+--       registry and the owner pointer; then, when ARGV[9] > 0, the semaphore
+--       registry, the waiters' sequence, the slots pointer (task id -> semaphores
+--       held or waited for) and the holders, line and details of each semaphore;
+--       then, when there are rate limits, the rate
 --       registry (zset: window end ms -> identity), its details (hash: identity ->
 --       "task\ttimes\twindow µs") and one sliding-window log per limit (a list of
 --       start times in µs, newest first, capped at `times` entries).
@@ -9,14 +13,18 @@
 -- ARGV[6] argument preview   ARGV[7] execution token (host:pid:random)
 -- ARGV[8] when the lock ends: "finished", "started" (given back once admitted, in
 -- this script) or "expired" (kept after the task ends, until its lease runs out)
--- then per rate limit: times, window µs, identity
+-- ARGV[9] number of semaphores   ARGV[10] "1" to queue FIFO when a semaphore is busy
+-- (on_busy "defer")   then per semaphore: name, tickets, capacity; then per rate
+-- limit: times, window µs, identity
 -- Returns {status, holder, wait ms, now µs, taken}: status 20 = start (the lock is
 -- ours, marked running under this token, and the start was counted in every
 -- window), 21 = duplicate (another task holds the lock, wait = its lease left;
 -- nothing changed), 22 = over a rate limit, retry after wait (the lock, if any, is
 -- kept for this task and its lease covers the wait; nothing was counted), 23 = a
--- second delivery of a message whose execution still runs (nothing changed), 29 =
--- this task was replaced while queued (holder = its replacement; nothing changed);
+-- second delivery of a message whose execution still runs (nothing changed),
+-- 25 = a semaphore is busy: holder = its name, wait = when its tickets should be
+-- free (queued in its line when ARGV[10] is "1"; the lock's lease covers the wait),
+-- 29 = this task was replaced while queued (holder = its replacement; nothing changed);
 -- taken = 1 when this call took a free lock (the task came without one).
 local now, now_ms = clock()
 local unique = ARGV[1] == '1'
@@ -46,15 +54,45 @@ if unique then
     take_lock(KEYS, owner, ARGV[5], ARGV[6], lease, now_ms, keep)
   end
 end
--- Limit i has its log at KEYS[first + 2 + i] and its values at ARGV[6 + 3i .. 8 + 3i].
-local limits = (#ARGV - 8) / 3
+
+-- Concurrency slots and resource tickets: decided here, taken with the rate counts.
+local sems = tonumber(ARGV[9])
+local sem_first = first  -- KEYS[sem_first + 1 .. 3]: registry, sequence, slots pointer
+local reqs = {}
+for i = 1, sems do
+  local key = sem_first + 3 * i
+  local arg = 7 + 3 * i
+  reqs[i] = {k = {KEYS[key + 1], KEYS[key + 2], KEYS[key + 3]}, name = ARGV[arg + 1],
+    tickets = tonumber(ARGV[arg + 2]), capacity = tonumber(ARGV[arg + 3])}
+end
+if sems > 0 then
+  first = first + 3 + 3 * sems
+  local state, name, sem_wait_ms = sems_check(reqs, owner, ARGV[7], now_ms)
+  if state == 'twin' then
+    return {23, owner, 0, fmt(now), taken}
+  end
+  if state == 'busy' then
+    if ARGV[10] == '1' then
+      sems_wait(reqs, KEYS[sem_first + 1], KEYS[sem_first + 2], KEYS[sem_first + 3], owner,
+        ARGV[7], sem_wait_ms, now_ms)
+    end
+    if unique then
+      extend_lock(KEYS, ARGV[5], lease + sem_wait_ms, now_ms)
+    end
+    return {25, name, sem_wait_ms, fmt(now), taken}
+  end
+end
+
+-- Limit i has its log at KEYS[first + 2 + i] and its values at ARGV[ra + 3i .. ra + 2 + 3i].
+local ra = 8 + 3 * sems
+local limits = (#ARGV - 10 - 3 * sems) / 3
 local wait = 0
 for i = 1, limits do
-  local times = tonumber(ARGV[6 + 3 * i])
+  local times = tonumber(ARGV[ra + 3 * i])
   -- The times-th most recent start must lie a whole window in the past.
   local oldest = redis.call('LINDEX', KEYS[first + 2 + i], times - 1)
   if oldest then
-    wait = math.max(wait, tonumber(oldest) + tonumber(ARGV[7 + 3 * i]) - now)
+    wait = math.max(wait, tonumber(oldest) + tonumber(ARGV[ra + 1 + 3 * i]) - now)
   end
 end
 if wait > 0 then
@@ -67,8 +105,8 @@ if wait > 0 then
 end
 local registry_until = 0
 for i = 1, limits do
-  local log, times = KEYS[first + 2 + i], ARGV[6 + 3 * i]
-  local window, identity = tonumber(ARGV[7 + 3 * i]), ARGV[8 + 3 * i]
+  local log, times = KEYS[first + 2 + i], ARGV[ra + 3 * i]
+  local window, identity = tonumber(ARGV[ra + 1 + 3 * i]), ARGV[ra + 2 + 3 * i]
   local until_ms = now_ms + math.ceil(window / 1000)
   registry_until = math.max(registry_until, until_ms)
   redis.call('LPUSH', log, fmt(now))
@@ -90,6 +128,9 @@ if limits > 0 then
       redis.call('PEXPIREAT', key, registry_until)
     end
   end
+end
+if sems > 0 then
+  sems_take(reqs, KEYS[sem_first + 1], KEYS[sem_first + 3], owner, ARGV[7], lease, ARGV[5], now_ms)
 end
 if unique and ARGV[8] == 'started' then
   -- unique_until "started": a copy may queue as soon as this one runs.
