@@ -7,6 +7,7 @@ from .exceptions import (
     HeimdallUnavailable,
     RateLimitExceeded,
 )
+from .intervals import only_after
 from .policies import Policy
 from .ratelimits import Rate, RateLimit
 from .task import HeimdallTask
@@ -21,5 +22,6 @@ __all__ = [
     "Rate",
     "RateLimit",
     "RateLimitExceeded",
+    "only_after",
 ]
 __version__ = "0.1.0.dev0"

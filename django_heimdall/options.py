@@ -16,7 +16,7 @@ from django import forms
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 
-from .ratelimits import RateLimit
+from .ratelimits import RateLimit, is_single_rate
 
 # Where an option may be given.
 DECORATOR = "decorator"
@@ -118,17 +118,49 @@ def _parse_names(name: str, value: Any, dotted_paths: bool) -> tuple[str, ...]:
 def _parse_rate_limit(name: str, value: Any, dotted_paths: bool) -> RateLimit:
     if isinstance(value, RateLimit):
         return value
-    # Rate strings start with a digit and hold a "/"; dotted paths do neither.
-    if dotted_paths and isinstance(value, str) and "/" not in value and value[:1].isalpha():
-        value = import_callable(name, value)
+    if dotted_paths:
+        value = (
+            _import_rate(name, value)
+            if is_single_rate(value) or not isinstance(value, (list, tuple))
+            else [_import_rate(name, item) for item in value]
+        )
     try:
         return RateLimit(value)
     except (ValueError, TypeError) as exc:
         raise _invalid(
             name,
             f"'{name}' is invalid: {exc}.",
-            "Use a rate such as '10/m' or '2/60s', (times, per_seconds), or a callable.",
+            "Use a rate such as '10/m' or '2/60s', (times, per_seconds), a callable, "
+            "or a list of those, e.g. ['10/s', '1000/d'].",
         ) from None
+
+
+def _import_rate(name: str, value: Any) -> Any:
+    # Rate strings start with a digit and hold a "/"; dotted paths do neither.
+    if isinstance(value, str) and "/" not in value and value[:1].isalpha():
+        return import_callable(name, value)
+    return value
+
+
+def _rate_limit_from_form(value: Any) -> Any:
+    if value in (None, ""):
+        return None
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    return parts if len(parts) > 1 else value.strip()
+
+
+def _parse_int(name: str, value: Any, dotted_paths: bool) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _invalid(
+            name, f"'{name}' must be a positive integer, not {value!r}.", "Give e.g. 10."
+        )
+    return value
+
+
+def _parse_text(name: str, value: Any, dotted_paths: bool) -> str:
+    if not isinstance(value, str):
+        raise _invalid(name, f"'{name}' must be a string, not {value!r}.", "Give e.g. 'h-lock:'.")
+    return value
 
 
 def _names_from_form(value: Any) -> list[str] | None:
@@ -155,7 +187,14 @@ NAMES = Kind(
     from_form=_names_from_form,
     to_form=lambda raw: None if raw is None else ", ".join(raw),
 )
-RATE_LIMIT = Kind(_parse_rate_limit, lambda: forms.CharField(required=False, max_length=255))
+RATE_LIMIT = Kind(
+    _parse_rate_limit,
+    lambda: forms.CharField(required=False, max_length=255),
+    from_form=_rate_limit_from_form,
+    to_form=lambda raw: ", ".join(map(str, raw)) if isinstance(raw, list) else raw,
+)
+INT = Kind(_parse_int, lambda: forms.IntegerField(required=False, min_value=1))
+TEXT = Kind(_parse_text, lambda: forms.CharField(required=False, max_length=255))
 
 
 # -- the table -----------------------------------------------------------------------
@@ -173,6 +212,9 @@ class Option:
     scopes: frozenset[str] = EVERYWHERE
     #: Argument names that must exist in the task's signature (checked by E009).
     names_arguments: bool = False
+    #: A legacy name (celery-heimdall's): given together with the other aliases of
+    #: the same option, it is parsed into that option (see ``ALIASES``).
+    alias_of: str | None = None
 
     def parse(self, value: Any, *, dotted_paths: bool = False) -> Any:
         if value is None and self.default is None:
@@ -226,14 +268,41 @@ OPTIONS: dict[str, Option] = {
             RATE_LIMIT,
             None,
             _(
-                "Global limit such as 10/m or 2/60s, RateLimit((times, per)), or a callable "
-                "returning one (a dotted path in settings and the admin)."
+                "Global limit such as 10/m or 2/60s, RateLimit((times, per)), a callable "
+                "returning one (a dotted path in settings and the admin), or a list of those "
+                "that all hold (comma-separated in the admin: 10/s, 1000/d)."
             ),
             section="rate",
+        ),
+        Option(
+            "lock_prefix",
+            TEXT,
+            "",
+            _("Prepended to the unique key (celery-heimdall's lock_prefix)."),
+        ),
+        Option(
+            "times",
+            INT,
+            None,
+            _("celery-heimdall's name: with per, the same as rate_limit=(times, per)."),
+            section="rate",
+            scopes=frozenset({DECORATOR, SETTINGS}),
+            alias_of="rate_limit",
+        ),
+        Option(
+            "per",
+            SECONDS,
+            None,
+            _("celery-heimdall's name: with times, the same as rate_limit=(times, per)."),
+            section="rate",
+            scopes=frozenset({DECORATOR, SETTINGS}),
+            alias_of="rate_limit",
         ),
     )
 }
 OPTION_NAMES = tuple(OPTIONS)
+#: Options a policy holds (aliases are folded into these when parsed).
+POLICY_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.alias_of is None)
 
 
 def unknown_option(name: str) -> OptionError:
@@ -258,17 +327,40 @@ def parse_option(name: str, value: Any, *, dotted_paths: bool = False) -> Any:
 
 
 def parse_options(options: Any, *, dotted_paths: bool = False) -> dict[str, Any]:
-    """Parse a whole option mapping; raise the first ``OptionError``."""
+    """Parse a whole option mapping; raise the first ``OptionError``. Legacy
+    aliases (``times`` and ``per``) are folded into the option they stand for."""
     if not isinstance(options, Mapping):
         raise _invalid(
             "*",
             f"task options must be a dict, not {options!r}.",
             "Give a dict like {'unique': True}.",
         )
-    return {
+    parsed = {
         name: parse_option(name, value, dotted_paths=dotted_paths)
         for name, value in options.items()
     }
+    return _fold_aliases(parsed)
+
+
+def _fold_aliases(parsed: dict[str, Any]) -> dict[str, Any]:
+    given = [name for name in parsed if OPTIONS[name].alias_of is not None]
+    if not given:
+        return parsed
+    if {"times", "per"} - set(given):
+        raise _invalid(
+            given[0],
+            "'times' and 'per' must be given together.",
+            "Give both, e.g. {'times': 2, 'per': 60}, or rate_limit='2/60s'.",
+        )
+    if "rate_limit" in parsed:
+        raise _invalid(
+            "rate_limit",
+            "'rate_limit' and 'times'/'per' set the same limit.",
+            "Give one of them.",
+        )
+    folded = {name: value for name, value in parsed.items() if name not in given}
+    folded["rate_limit"] = RateLimit((parsed["times"], parsed["per"]))
+    return folded
 
 
 def signature_errors(task: Any, options: Mapping[str, Any]) -> list[OptionError]:
@@ -303,6 +395,8 @@ def display(value: Any) -> str:
         return "—"
     if isinstance(value, RateLimit):
         return str(value)
+    if isinstance(value, str):
+        return value or '""'
     if callable(value):
         return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
     if isinstance(value, tuple):

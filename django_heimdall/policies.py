@@ -13,7 +13,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import heimdall_settings, on_reload
-from .options import OPTIONS, OptionError, parse_options
+from .options import OPTIONS, POLICY_OPTIONS, OptionError, parse_options
 
 SOURCE_BUILTIN = "built-in"
 SOURCE_DEFAULTS = "settings default"
@@ -31,8 +31,8 @@ class Policy:
         self, task_name: str, values: Mapping[str, Any], sources: Mapping[str, str] | None = None
     ):
         self.task_name = task_name
-        self.values = {**{name: o.default for name, o in OPTIONS.items()}, **values}
-        self.sources = dict(sources or dict.fromkeys(OPTIONS, SOURCE_BUILTIN))
+        self.values = {**{name: OPTIONS[name].default for name in POLICY_OPTIONS}, **values}
+        self.sources = dict(sources or dict.fromkeys(POLICY_OPTIONS, SOURCE_BUILTIN))
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -125,7 +125,7 @@ def _build(task_name: str, decorator_options: Mapping[str, Any] | None) -> Polic
     if _override_source is not None:
         layers.append((SOURCE_ADMIN, dict(_override_source(task_name) or {})))
     values: dict[str, Any] = {}
-    sources = dict.fromkeys(OPTIONS, SOURCE_BUILTIN)
+    sources = dict.fromkeys(POLICY_OPTIONS, SOURCE_BUILTIN)
     for label, options in layers:
         values.update(options)
         sources.update(dict.fromkeys(options, label))

@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from . import policies
 from .conf import heimdall_settings
 from .exceptions import HeimdallUnavailable
-from .options import OPTIONS, display
+from .options import POLICY_OPTIONS, display
 from .overrides import publish_on_commit
 from .store import LiveState, LockInfo, LockPage, RatePage, RateWindow, get_store
 from .store.beat import BeatLeader, BeatOccurrence, BeatState
@@ -115,7 +115,7 @@ def effective_policies() -> list[TaskPolicy]:
             continue
         options = [
             OptionState(option, display(getattr(policy, option)), policy.sources[option])
-            for option in OPTIONS
+            for option in POLICY_OPTIONS
         ]
         result.append(TaskPolicy(name, task is not None, options))
     return result

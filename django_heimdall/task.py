@@ -9,8 +9,11 @@ limits; the end gives the lock back through its owner. Each is one store call.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
@@ -28,12 +31,19 @@ from .exceptions import (
     HeimdallUnavailable,
     RateLimitExceeded,
 )
-from .store import Acquired, Released, Started, get_store
+from .intervals import only_after
+from .store import Acquired, Released, Start, Started, get_store
 
 logger = logging.getLogger("django_heimdall")
 
 #: Message header carrying the lock key taken at enqueue.
 LOCK_HEADER = "heimdall_lock"
+#: Message header carrying a deferred task's rate-limit slot (µs, Redis clock).
+SLOT_HEADER = "heimdall_slot"
+#: State of a task waiting for its rate-limit slot (not ready: ``.get()`` waits).
+THROTTLED = "THROTTLED"
+#: A start this close to its slot waits in the process instead of a re-send, s.
+BRIEF_WAIT = 0.1
 
 
 def _in_canvas(link: Any, link_error: Any, options: dict[str, Any]) -> bool:
@@ -196,16 +206,23 @@ class HeimdallTask(Task):
         keep = policy.unique_wait_for_expiry
         store = get_store()
         try:
-            decision = store.start(
-                request.id,
-                task_name=self.name,
-                lock=lock,
-                lease_ms=policy.unique_timeout_ms,
-                renew=not keep,
-                preview=preview,
-                rates=rates,
-                token=token,
-                keep=keep,
+            decision = _admit_soon(
+                functools.partial(
+                    store.start,
+                    request.id,
+                    task_name=self.name,
+                    lock=lock,
+                    lease_ms=policy.unique_timeout_ms,
+                    renew=not keep,
+                    preview=preview,
+                    rates=rates,
+                    token=token,
+                    keep=keep,
+                    # An eager call is never re-sent: it must not hold a slot.
+                    reserve=not request.is_eager,
+                    slot_us=_carried_slot(request),
+                ),
+                briefly=not request.is_eager,
             )
         except HeimdallUnavailable as exc:
             if heimdall_settings.fail_open:
@@ -244,7 +261,8 @@ class HeimdallTask(Task):
                 if lock is not None:
                     self._heimdall_release(request.id, token)
                 raise RateLimitExceeded(decision.wait, rate_key)
-            self._heimdall_defer(args, kwargs, decision.wait)
+            slot_us = decision.now_us + int(decision.wait * 1e6)
+            self._heimdall_defer(args, kwargs, decision.wait, slot_us=slot_us, key=rate_key)
 
         # When the start was admitted, on the Redis clock (µs since the epoch).
         request.heimdall_started_at = decision.now_us
@@ -282,15 +300,28 @@ class HeimdallTask(Task):
         rates: tuple[Any, ...] = ()
         if policy.rate_limit is not None:
             try:
-                rate = policy.rate_limit.resolve(
+                limits = policy.rate_limit.rates(
                     key=ident.rate, task=self, args=args, kwargs=kwargs
                 )
             except Exception as exc:
                 raise HeimdallError(
                     f"{self.name}: option 'rate_limit' failed to give a rate: {exc}"
                 ) from exc
-            rates = ((ident.rate, rate),)
+            rates = tuple((ident.rate, rate) for rate in limits)
         return lock, ident.rate, rates, ident.preview
+
+    @property
+    def heimdall_config(self) -> Any:
+        """celery-heimdall's configuration object: ``lock_prefix``,
+        ``unique_timeout``, ``unique_raises`` ... of the effective policy."""
+        from .compat import config_of
+
+        return config_of(self)
+
+    def only_after(self, key: str, seconds: float) -> bool:
+        """True at most once per ``seconds`` for ``key``, cluster-wide (Redis clock):
+        guard a part of the body that must run less often than the task."""
+        return only_after(key, seconds, owner=self.request.id or "")
 
     def heimdall_heartbeat(self) -> bool:
         """Renew the running task's lock for another ``unique_timeout``.
@@ -316,15 +347,25 @@ class HeimdallTask(Task):
 
     # -- helpers -----------------------------------------------------------------
 
-    def _heimdall_defer(self, args: Any, kwargs: Any, wait: float) -> None:
-        """Re-send this very message (same id, same ``retries``, same lock) later, then end."""
+    def _heimdall_defer(
+        self, args: Any, kwargs: Any, wait: float, *, slot_us: int | None = None, key: str = ""
+    ) -> None:
+        """Re-send this very message (same id, same ``retries``, same lock) later, then end.
+
+        A task waiting for a rate-limit slot carries that slot (``slot_us``, Redis
+        clock) and is stored as ``THROTTLED`` meanwhile."""
         countdown = min(wait, _max_countdown(self.app))
         request = self.request
         again = self.signature_from_request(request, args, kwargs, countdown=countdown)
         options = dict(again.options)
+        headers = dict(options.get("headers") or {})
         lock = getattr(request, LOCK_HEADER, None) or getattr(request, "heimdall_lock", None)
         if lock is not None:
-            options["headers"] = {**(options.get("headers") or {}), LOCK_HEADER: lock}
+            headers[LOCK_HEADER] = lock
+        if slot_us is not None:
+            headers[SLOT_HEADER] = slot_us
+            self._heimdall_store_throttled(key, wait)
+        options["headers"] = headers
         try:
             # Straight to Celery: the lock (if any) stays ours and covers the wait,
             # and the start check re-decides when the message comes back.
@@ -335,6 +376,16 @@ class HeimdallTask(Task):
             raise
         logger.info("%s[%s] deferred by %.3fs", self.name, request.id, countdown)
         raise Ignore()
+
+    def _heimdall_store_throttled(self, key: str, wait: float) -> None:
+        """Record the waiting task's state as ``THROTTLED`` (not STARTED)."""
+        request = self.request
+        if request.ignore_result or self.ignore_result:
+            return
+        try:
+            self.update_state(state=THROTTLED, meta={"key": key, "countdown": round(wait, 3)})
+        except Exception as exc:  # the result backend is down: the task still waits
+            logger.warning("%s[%s] THROTTLED state not stored: %s", self.name, request.id, exc)
 
     def _heimdall_requeue(self, task_id: str, token: str) -> None:
         try:
@@ -354,6 +405,29 @@ class HeimdallTask(Task):
             return
         if released == Released.RELEASED:
             signals.lock_released.send(sender=self, task_id=task_id, key=None)
+
+
+def _carried_slot(request: Any) -> int | None:
+    slot = getattr(request, SLOT_HEADER, None)
+    try:
+        return None if slot is None else int(slot)
+    except (TypeError, ValueError):
+        return None
+
+
+def _admit_soon(start: Callable[[], Start], *, briefly: bool) -> Start:
+    """Call ``start``; a start due within ``BRIEF_WAIT`` (a task arriving a little
+    early or late for its slot) waits in the process and asks again, a few times,
+    rather than being re-sent."""
+    decision = start()
+    taken = decision.taken
+    for _attempt in range(5):
+        if not briefly or decision.status != Started.THROTTLED or decision.wait > BRIEF_WAIT:
+            break
+        time.sleep(decision.wait)
+        decision = start()
+        taken = taken or decision.taken
+    return decision._replace(taken=taken)
 
 
 def _max_countdown(app: Any) -> float:

@@ -10,6 +10,7 @@ from django_heimdall.overrides import publish
 from django_heimdall.ratelimits import Rate
 from django_heimdall.services import live
 from django_heimdall.store import Store, get_store, scripts
+from django_heimdall.store.beat import BeatStore
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def test_every_script_touches_keys_of_one_slot(recorded_calls):
     store, state = get_store(), live()
     store.acquire("a:1", "o1", 10_000, "task.a", "{}")
     store.start("o1", task_name="task.a", lock="a:1", lease_ms=10_000, rates=(("r", Rate(5, 1)),))
-    store.start("o2", task_name="task.b", rates=(("r", Rate(5, 1)), ("s", Rate(1, 60))))
+    store.start("o2", task_name="task.b", rates=(("r", Rate(5, 1)), ("r", Rate(1, 60))))
     store.renew("a:1", "o1", 10_000, "task.a")
     store.release("a:1", "o1", "task.a")
     store.acquire("a:2", "o3", 10_000, "task.a")
@@ -39,6 +40,11 @@ def test_every_script_touches_keys_of_one_slot(recorded_calls):
     state.locks_page(["task.a", "task.b"], 0, 10)
     state.release_task("task.a", state.now_ms())
     state.rate_windows()
+    store.only_after("digest", 60)
+    beat = BeatStore(store)
+    beat.lead("b1", 10_000, "host", 1)
+    beat.claim("b1", "entry", 1_000, "task.a", lock="a:3")
+    beat.resign("b1")
     PolicyOverride.objects.create(task_name="task.a", options={"unique": True})
     publish()
 

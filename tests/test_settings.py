@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from django_heimdall import policies
 from django_heimdall.conf import heimdall_settings
-from django_heimdall.options import OPTIONS
+from django_heimdall.options import OPTIONS, POLICY_OPTIONS
 from django_heimdall.ratelimits import Rate, RateLimit, parse_rate
 from django_heimdall.store import get_store
 from tests.tasks import per_customer_rate, report_key
@@ -39,7 +39,7 @@ def admin_key(args, kwargs):
 
 def test_builtin_defaults_apply_without_any_configuration(task_name):
     policy = policies.resolve(task_name, None)
-    for option, value in {n: o.default for n, o in OPTIONS.items()}.items():
+    for option, value in {n: OPTIONS[n].default for n in POLICY_OPTIONS}.items():
         assert getattr(policy, option) == value
         assert policy.sources[option] == "built-in"
     assert not policy.active
@@ -87,7 +87,7 @@ def test_precedence_builtin_defaults_decorator_settings_admin(settings, task_nam
         "unique": (False, "admin"),
     }
     assert {name: (getattr(policy, name), policy.sources[name]) for name in expected} == expected
-    assert set(policy.sources) == set(OPTIONS)
+    assert set(policy.sources) == set(POLICY_OPTIONS)
 
 
 def test_each_layer_shows_through_when_the_layers_above_are_removed(

@@ -118,15 +118,31 @@ class Store:
         rates: tuple[tuple[str, Rate], ...] = (),
         token: str = "",
         keep: bool = False,
+        reserve: bool = True,
+        slot_us: int | None = None,
     ) -> Start:
         """Decide whether ``owner`` may start: lock ``lock`` (an identity, if unique)
-        for the execution ``token`` and count one start against every
-        ``(identity, rate)`` in ``rates``."""
+        for the execution ``token`` and admit one start under every ``(identity,
+        rate)`` in ``rates`` (one identity, several limits that all hold).
+
+        Over a limit, ``owner`` reserves the earliest slot that keeps every limit,
+        after the key's other waiters (not with ``reserve=False``); ``slot_us`` is
+        the slot a re-sent message carries, so that it keeps its place even if its
+        reservation was forgotten."""
         keys: list[str] = []
         if lock is not None:
             keys += self.keys.lock_keys(lock, task_name, owner)
+        identities = {identity for identity, _rate in rates}
+        if len(identities) > 1:
+            raise ValueError(f"the limits of one start share one key, not {sorted(identities)}")
+        rate_key = identities.pop() if identities else ""
         if rates:
-            keys += [self.keys.rates, self.keys.rate_details]
+            keys += [
+                self.keys.rates,
+                self.keys.rate_details,
+                self.keys.rate(rate_key),
+                self.keys.rate_queue(rate_key),
+            ]
         args: list[Any] = [
             _flag(lock is not None),
             owner,
@@ -136,14 +152,22 @@ class Store:
             preview,
             token,
             _flag(keep),
+            rate_key,
+            _flag(reserve),
+            "" if slot_us is None else int(slot_us),
         ]
-        for identity, rate in rates:
-            keys.append(self.keys.rate(identity))
-            args += [rate.times, int(rate.per * 1_000_000), identity]
+        for _identity, rate in rates:
+            args += [rate.times, int(rate.per * 1_000_000)]
         status, holder, wait_ms, now_us, taken = self.call("start", keys, args)
         return Start(
             Started(status), scripts.text(holder), max(0, wait_ms) / 1000, int(now_us), bool(taken)
         )
+
+    def only_after(self, key: str, seconds: float, owner: str = "") -> bool:
+        """True if no call for ``key`` returned True in the last ``seconds`` (Redis
+        clock); a True starts a new interval."""
+        ms = max(1, int(seconds * 1000))
+        return bool(self.call("only_after", [self.keys.after(key)], [ms, owner]))
 
     def release(self, identity: str, owner: str, task_name: str) -> bool:
         """Delete the lock of ``identity`` if ``owner`` still holds it."""

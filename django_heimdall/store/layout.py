@@ -51,12 +51,24 @@ class Layout:
         return f"{self.rate_prefix}{identity}"
 
     @property
+    def rate_queue_prefix(self) -> str:
+        return f"{self.tag}:rateq:"
+
+    def rate_queue(self, identity: str) -> str:
+        """Reservations of the waiters of one rate-limit key (zset: task id -> slot)."""
+        return f"{self.rate_queue_prefix}{identity}"
+
+    @property
     def rates(self) -> str:
         return f"{self.tag}:rates"
 
     @property
     def rate_details(self) -> str:
         return f"{self.tag}:rates:details"
+
+    def after(self, key: str) -> str:
+        """The marker of ``only_after(key, ...)``."""
+        return f"{self.tag}:after:{key}"
 
     @property
     def overrides(self) -> str:

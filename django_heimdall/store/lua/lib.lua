@@ -48,3 +48,63 @@ local function extend_lock(keys, task, lease, now_ms)
   redis.call('PEXPIRE', keys[4], lease)
   index_lock(keys[2], keys[3], keys[1], task, now_ms + lease, now_ms)
 end
+
+-- Rate limits. A key keeps a log of its admissions (list of µs, newest first, as
+-- many as its largest `times`) and a queue of reservations (zset: task id -> slot
+-- µs). `limits` is a list of {times, window µs}. Admissions alone decide whether a
+-- start may run now (the bound); reservations only order and schedule the waiters.
+
+-- The newest `n` admissions and reservations of a key, as numbers, newest first.
+local function rate_entries(log, queue, n)
+  local admitted = redis.call('LRANGE', log, 0, n - 1)
+  for i = 1, #admitted do
+    admitted[i] = tonumber(admitted[i])
+  end
+  local reserved = {}
+  local flat = redis.call('ZREVRANGE', queue, 0, n - 1, 'WITHSCORES')
+  for i = 2, #flat, 2 do
+    reserved[#reserved + 1] = tonumber(flat[i])
+  end
+  return admitted, reserved
+end
+
+-- The n-th newest entry of two newest-first lists taken together, or nil.
+local function nth_newest(a, b, n)
+  local i, j, value = 1, 1, nil
+  for _ = 1, n do
+    local x, y = a[i], b[j]
+    if x == nil and y == nil then
+      return nil
+    end
+    if y == nil or (x ~= nil and x >= y) then
+      value, i = x, i + 1
+    else
+      value, j = y, j + 1
+    end
+  end
+  return value
+end
+
+-- The earliest time at or after `now` at which one more entry keeps every limit,
+-- counting the entries of `a` and `b`.
+local function rate_free_at(limits, a, b, now)
+  local at = now
+  for _, limit in ipairs(limits) do
+    local nth = nth_newest(a, b, limit[1])
+    if nth then
+      at = math.max(at, nth + limit[2])
+    end
+  end
+  return at
+end
+
+-- How long past its slot a reservation is kept for a task that arrives late, µs,
+-- beyond the longest window of its limits.
+local RESERVATION_GRACE_US = 300000000
+
+-- Let `key` live at least until `until_ms`.
+local function keep_until(key, until_ms, now_ms)
+  if redis.call('PTTL', key) < until_ms - now_ms then
+    redis.call('PEXPIREAT', key, until_ms)
+  end
+end
