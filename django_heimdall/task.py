@@ -9,11 +9,9 @@ limits; the end gives the lock back through its owner. Each is one store call.
 from __future__ import annotations
 
 import datetime
-import functools
 import logging
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
@@ -32,7 +30,7 @@ from .exceptions import (
     RateLimitExceeded,
 )
 from .intervals import only_after
-from .store import Acquired, Released, Start, Started, get_store
+from .store import Acquired, Released, Started, get_store
 
 logger = logging.getLogger("django_heimdall")
 
@@ -42,7 +40,8 @@ LOCK_HEADER = "heimdall_lock"
 SLOT_HEADER = "heimdall_slot"
 #: State of a task waiting for its rate-limit slot (not ready: ``.get()`` waits).
 THROTTLED = "THROTTLED"
-#: A start this close to its slot waits in the process instead of a re-send, s.
+#: A start this close to its slot is admitted at the slot and waits for it in the
+#: process instead of being re-sent, seconds.
 BRIEF_WAIT = 0.1
 
 
@@ -206,23 +205,20 @@ class HeimdallTask(Task):
         keep = policy.unique_wait_for_expiry
         store = get_store()
         try:
-            decision = _admit_soon(
-                functools.partial(
-                    store.start,
-                    request.id,
-                    task_name=self.name,
-                    lock=lock,
-                    lease_ms=policy.unique_timeout_ms,
-                    renew=not keep,
-                    preview=preview,
-                    rates=rates,
-                    token=token,
-                    keep=keep,
-                    # An eager call is never re-sent: it must not hold a slot.
-                    reserve=not request.is_eager,
-                    slot_us=_carried_slot(request),
-                ),
-                briefly=not request.is_eager,
+            decision = store.start(
+                request.id,
+                task_name=self.name,
+                lock=lock,
+                lease_ms=policy.unique_timeout_ms,
+                renew=not keep,
+                preview=preview,
+                rates=rates,
+                token=token,
+                keep=keep,
+                # An eager call is never re-sent: it neither holds a slot nor waits.
+                reserve=not request.is_eager,
+                slot_us=_carried_slot(request),
+                admit_within=0 if request.is_eager else BRIEF_WAIT,
             )
         except HeimdallUnavailable as exc:
             if heimdall_settings.fail_open:
@@ -264,6 +260,10 @@ class HeimdallTask(Task):
             slot_us = decision.now_us + int(decision.wait * 1e6)
             self._heimdall_defer(args, kwargs, decision.wait, slot_us=slot_us, key=rate_key)
 
+        if decision.wait:
+            # Admitted at its slot a moment from now (it came a little early, or the
+            # task before it a little late): the body starts no earlier.
+            time.sleep(decision.wait)
         # When the start was admitted, on the Redis clock (µs since the epoch).
         request.heimdall_started_at = decision.now_us
         request.heimdall_lock = lock
@@ -413,21 +413,6 @@ def _carried_slot(request: Any) -> int | None:
         return None if slot is None else int(slot)
     except (TypeError, ValueError):
         return None
-
-
-def _admit_soon(start: Callable[[], Start], *, briefly: bool) -> Start:
-    """Call ``start``; a start due within ``BRIEF_WAIT`` (a task arriving a little
-    early or late for its slot) waits in the process and asks again, a few times,
-    rather than being re-sent."""
-    decision = start()
-    taken = decision.taken
-    for _attempt in range(5):
-        if not briefly or decision.status != Started.THROTTLED or decision.wait > BRIEF_WAIT:
-            break
-        time.sleep(decision.wait)
-        decision = start()
-        taken = taken or decision.taken
-    return decision._replace(taken=taken)
 
 
 def _max_countdown(app: Any) -> float:

@@ -257,12 +257,12 @@ def test_rate_windows_are_listed_and_reset_after_confirmation(django_user_model)
 
     page = client.post(RATES_CONFIRM, {"selected": "tests.tasks.limited"})
     assert page.status_code == 200
-    assert store.client.llen(store.keys.rate("tests.tasks.limited")) == 2
+    assert store.client.zcard(store.keys.rate("tests.tasks.limited")) == 2
     response = client.post(
         RATES_CONFIRM, {"selected": "tests.tasks.limited", "confirm": "yes"}, follow=True
     )
     assert "1 rate-limit window reset." in messages_of(response)
-    assert store.client.llen(store.keys.rate("tests.tasks.limited")) == 0
+    assert store.client.zcard(store.keys.rate("tests.tasks.limited")) == 0
     assert LogEntry.objects.get().object_id == "tests.tasks.limited"
 
 

@@ -52,8 +52,10 @@ class Acquire(NamedTuple):
 class Start(NamedTuple):
     status: Started
     holder: str | None
-    wait: float  # seconds: until the holder's lease ends (DUPLICATE) or a slot frees
-    now_us: int  # the Redis clock when the decision was taken
+    # seconds: until the holder's lease ends (DUPLICATE), until the slot (THROTTLED), or
+    # until the admitted instant when it lies a moment ahead (ADMITTED)
+    wait: float
+    now_us: int  # the Redis clock when the decision was taken; ADMITTED: the admitted µs
     taken: bool = False  # the lock was free and this start took it
 
 
@@ -120,6 +122,7 @@ class Store:
         keep: bool = False,
         reserve: bool = True,
         slot_us: int | None = None,
+        admit_within: float = 0.0,
     ) -> Start:
         """Decide whether ``owner`` may start: lock ``lock`` (an identity, if unique)
         for the execution ``token`` and admit one start under every ``(identity,
@@ -128,7 +131,9 @@ class Store:
         Over a limit, ``owner`` reserves the earliest slot that keeps every limit,
         after the key's other waiters (not with ``reserve=False``); ``slot_us`` is
         the slot a re-sent message carries, so that it keeps its place even if its
-        reservation was forgotten."""
+        reservation was forgotten. A slot at most ``admit_within`` seconds away is
+        admitted at once, logged at that slot: ``now_us`` is the slot and ``wait``
+        the time left until it, which the caller waits before starting."""
         keys: list[str] = []
         if lock is not None:
             keys += self.keys.lock_keys(lock, task_name, owner)
@@ -155,6 +160,7 @@ class Store:
             rate_key,
             _flag(reserve),
             "" if slot_us is None else int(slot_us),
+            int(admit_within * 1_000_000),
         ]
         for _identity, rate in rates:
             args += [rate.times, int(rate.per * 1_000_000)]

@@ -49,50 +49,70 @@ local function extend_lock(keys, task, lease, now_ms)
   index_lock(keys[2], keys[3], keys[1], task, now_ms + lease, now_ms)
 end
 
--- Rate limits. A key keeps a log of its admissions (list of µs, newest first, as
--- many as its largest `times`) and a queue of reservations (zset: task id -> slot
--- µs). `limits` is a list of {times, window µs}. Admissions alone decide whether a
--- start may run now (the bound); reservations only order and schedule the waiters.
+-- Rate limits. A key keeps a log of its admissions (zset: admission µs, also the
+-- member; as many as its largest `times`) and a queue of reservations (zset: task
+-- id -> slot µs). `limits` is a list of {times, window µs}. Admissions alone decide
+-- whether a start may run (the bound); reservations only order and schedule the
+-- waiters. An admission may lie a little in the future (see start.lua), so "newest"
+-- is by value, never by insertion order.
 
 -- The newest `n` admissions and reservations of a key, as numbers, newest first.
 local function rate_entries(log, queue, n)
-  local admitted = redis.call('LRANGE', log, 0, n - 1)
-  for i = 1, #admitted do
-    admitted[i] = tonumber(admitted[i])
+  local lists = {}
+  for k, key in ipairs({log, queue}) do
+    local flat = redis.call('ZREVRANGE', key, 0, n - 1, 'WITHSCORES')
+    local values = {}
+    for i = 2, #flat, 2 do
+      values[#values + 1] = tonumber(flat[i])
+    end
+    lists[k] = values
   end
-  local reserved = {}
-  local flat = redis.call('ZREVRANGE', queue, 0, n - 1, 'WITHSCORES')
-  for i = 2, #flat, 2 do
-    reserved[#reserved + 1] = tonumber(flat[i])
-  end
-  return admitted, reserved
+  return lists[1], lists[2]
 end
 
--- The n-th newest entry of two newest-first lists taken together, or nil.
+-- Log an admission at `at` µs (nudged by 1 µs past another admission at the same
+-- instant), keep the newest `most`, and let the log expire a window after its
+-- newest entry. Returns the logged time.
+local function log_admission(log, at, most, longest, now)
+  while redis.call('ZSCORE', log, fmt(at)) do
+    at = at + 1
+  end
+  redis.call('ZADD', log, fmt(at), fmt(at))
+  redis.call('ZREMRANGEBYRANK', log, 0, -(most + 1))
+  local newest = tonumber(redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')[2])
+  redis.call('PEXPIRE', log, math.ceil((newest - now + longest) / 1000))
+  return at
+end
+
+-- The n-th newest entry of two newest-first lists taken together, or nil, and
+-- whether it came from the second list.
 local function nth_newest(a, b, n)
-  local i, j, value = 1, 1, nil
+  local i, j, value, second = 1, 1, nil, false
   for _ = 1, n do
     local x, y = a[i], b[j]
     if x == nil and y == nil then
-      return nil
+      return nil, false
     end
     if y == nil or (x ~= nil and x >= y) then
-      value, i = x, i + 1
+      value, second, i = x, false, i + 1
     else
-      value, j = y, j + 1
+      value, second, j = y, true, j + 1
     end
   end
-  return value
+  return value, second
 end
 
 -- The earliest time at or after `now` at which one more entry keeps every limit,
--- counting the entries of `a` and `b`.
+-- counting the admissions `a` and the reservations `b`. A slot that follows a
+-- reservation by a window keeps a margin (2% of the window, at most 50 ms): the
+-- reserved task may arrive a little late, and its successor then need not wait.
 local function rate_free_at(limits, a, b, now)
   local at = now
   for _, limit in ipairs(limits) do
-    local nth = nth_newest(a, b, limit[1])
+    local nth, reserved = nth_newest(a, b, limit[1])
     if nth then
-      at = math.max(at, nth + limit[2])
+      local margin = reserved and math.min(math.floor(limit[2] / 50), 50000) or 0
+      at = math.max(at, nth + limit[2] + margin)
     end
   end
   return at

@@ -26,12 +26,7 @@ for _, identity in ipairs(ids) do
   local admitted, reserved = rate_entries(log, queue, math.max(most, 1))
   local starts = {}
   for i, limit in ipairs(limits) do
-    -- Admissions are newest first: count those inside the window ending now.
-    local n = 0
-    while admitted[n + 1] and admitted[n + 1] > now - limit[2] do
-      n = n + 1
-    end
-    starts[i] = n
+    starts[i] = redis.call('ZCOUNT', log, '(' .. fmt(now - limit[2]), fmt(now))
   end
   local slot = math.max(reserved[1] or now, rate_free_at(limits, admitted, reserved, now))
   local waiting = redis.call('ZCARD', queue)

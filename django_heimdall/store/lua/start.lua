@@ -11,10 +11,12 @@
 -- ARGV[8] "1" to keep the lock after the task ends
 -- ARGV[9] rate-limit identity ("" without limits)   ARGV[10] "1" to reserve a slot
 -- when over a limit   ARGV[11] the slot (µs) the message carries, or ""
--- then per rate limit: times, window µs
--- Returns {status, holder, wait ms, now µs, taken}: status 20 = start (the lock is
--- ours, marked running under this token, and the start was logged as an
--- admission), 21 = duplicate (another task holds the lock, wait = its lease left;
+-- ARGV[12] µs: a slot at most this far ahead is admitted at once (the caller waits
+-- for it in the process)   then per rate limit: times, window µs
+-- Returns {status, holder, wait ms, µs, taken}: status 20 = start (the lock is
+-- ours, marked running under this token, and the start was logged as an admission
+-- at the returned µs, `wait` ms from now: the caller starts the body no earlier),
+-- 21 = duplicate (another task holds the lock, wait = its lease left;
 -- nothing changed), 22 = over a rate limit, come back after wait (the task holds
 -- a reservation for that slot unless ARGV[10] is "0"; the lock, if any, is kept
 -- for this task and its lease covers the wait), 23 = a second delivery of a
@@ -46,7 +48,8 @@ end
 -- Rate limits: one admissions log and one reservation queue per key, every limit
 -- checked against both in this one call.
 local limits, most, longest = {}, 0, 0
-for i = 12, #ARGV, 2 do
+local admitted_at = now
+for i = 13, #ARGV, 2 do
   local times, window = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   limits[#limits + 1] = {times, window}
   most, longest = math.max(most, times), math.max(longest, window)
@@ -86,7 +89,7 @@ if #limits > 0 then
   local last = tonumber(redis.call('ZRANGE', registry, -1, -1, 'WITHSCORES')[2])
   keep_until(registry, last, now_ms)
   keep_until(details, last, now_ms)
-  if slot > now then
+  if slot > now + tonumber(ARGV[12]) then
     local wait_ms = math.ceil((slot - now) / 1000)
     if ARGV[10] == '1' then
       redis.call('ZADD', queue, fmt(slot), owner)
@@ -98,10 +101,10 @@ if #limits > 0 then
     end
     return {22, owner, wait_ms, fmt(now), taken}
   end
+  -- Admitted: at once, or at its slot a moment from now (logged at that instant,
+  -- so the bound holds for the time the body starts, not the time of this call).
   redis.call('ZREM', queue, owner)
-  redis.call('LPUSH', log, fmt(now))
-  redis.call('LTRIM', log, 0, most - 1)
-  redis.call('PEXPIRE', log, math.ceil(longest / 1000))
+  admitted_at = log_admission(log, slot, most, longest, now)
 end
 if unique then
   redis.call('HSET', KEYS[1], 'phase', 'running', 'token', ARGV[7],
@@ -110,4 +113,4 @@ if unique then
     extend_lock(KEYS, ARGV[5], lease, now_ms)
   end
 end
-return {20, owner, 0, fmt(now), taken}
+return {20, owner, math.ceil((admitted_at - now) / 1000), fmt(admitted_at), taken}
