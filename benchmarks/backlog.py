@@ -8,7 +8,7 @@ task is limited to ``times/per``; the run measures, from what the tasks record
 - Kendall tau between the enqueue order and the admission order (1 = FIFO);
 - the most admissions found in any window of ``per`` seconds (must be ≤ times);
 - utilisation: admissions after the first window's burst, per second of the run,
-  over the rate (``(N - times) / (rate × (last - first admission))``; 1 = every
+  over the rate (``(N - times) / (rate * (last - first admission))``; 1 = every
   slot used);
 - Redis script calls per task (``INFO commandstats``: ``evalsha`` + ``eval``).
 
@@ -285,6 +285,17 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _scenarios(options: Any) -> tuple[tuple[int, int, float], ...]:
+    if not options.scenarios:
+        return QUICK if options.quick else SCENARIOS
+    parsed = []
+    for spec in options.scenarios.split(","):
+        n, rate = spec.split("@")
+        times, per = rate.split("/")
+        parsed.append((int(n), int(times), float(per)))
+    return tuple(parsed)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small backlogs, for development")
@@ -295,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         help="what to measure (repeatable; default: django-heimdall)",
     )
     parser.add_argument("--cap", type=float, default=DEFER_MAX_COUNTDOWN, help="hop cap, s")
+    parser.add_argument(
+        "--scenarios", help="comma-separated N@times/per, e.g. 200@2/1 (default: the four)"
+    )
     parser.add_argument("--redis-url", help="a Redis of its own (default: an embedded one)")
     parser.add_argument("--json", help="also write the results to this file")
     options = parser.parse_args(argv)
@@ -309,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     try:
         for contender in options.contender or ["django-heimdall"]:
-            for n, times, per in QUICK if options.quick else SCENARIOS:
+            for n, times, per in _scenarios(options):
                 result = run_backlog(url, contender, n, times, per, options.cap)
                 print(json.dumps(result), flush=True)
                 results.append(result)

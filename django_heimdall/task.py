@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import random
 import time
 from typing import Any
 
@@ -355,6 +356,9 @@ class HeimdallTask(Task):
         A task waiting for a rate-limit slot carries that slot (``slot_us``, Redis
         clock) and is stored as ``THROTTLED`` meanwhile."""
         countdown = min(wait, _max_countdown(self.app))
+        if slot_us is None:
+            # Not a slot: spread the waiters (Redis was down for all of them).
+            countdown += random.uniform(0, float(heimdall_settings.DEFER_JITTER))
         request = self.request
         again = self.signature_from_request(request, args, kwargs, countdown=countdown)
         options = dict(again.options)

@@ -1,11 +1,15 @@
-"""Global rate limits on a real worker: exact windows on the Redis clock,
-deferral that keeps the task id and its retry count."""
+"""Global rate limits on a real worker: exact windows on the Redis clock, FIFO
+slot reservations, several limits per task, deferral that keeps the task id and
+its retry count and is stored as THROTTLED."""
+
+import time
 
 import pytest
 
 from django_heimdall import signals
 from django_heimdall.keys import identity
-from django_heimdall.store import get_store
+from django_heimdall.ratelimits import Rate
+from django_heimdall.store import Started, get_store
 from django_heimdall.testing import max_in_window
 from tests import tasks
 from tests.conftest import wait_until
@@ -119,3 +123,86 @@ def test_deferral_hop_stays_well_below_the_visibility_timeout(celery_app, settin
         assert _max_countdown(celery_app) == 15
     finally:
         celery_app.conf.broker_transport_options = saved
+
+
+def test_two_limits_hold_at_once_over_a_run_crossing_both_windows(settings):
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.limited": {"rate_limit": ["3/s", "5/4s"]}},
+    }
+    results = [tasks.limited.delay(n) for n in range(12)]
+    assert sorted(r.get(timeout=90) for r in results) == list(range(12))
+    runs = tasks.records("limited")
+    assert sorted(r["n"] for r in runs) == list(range(12))
+    stamps = [r["t"] for r in runs]
+    # Both bind: 3 in the first second, then the 4-second limit holds the rest back,
+    # and the run spans three 4-second windows.
+    assert max_in_window(stamps, 1_000_000) == 3
+    assert max_in_window(stamps, 4_000_000) == 5
+    assert max(stamps) - min(stamps) >= 8_000_000
+
+
+def test_throttled_task_is_stored_as_throttled_and_ends_success():
+    from celery.result import AsyncResult
+
+    # track_started=True: the start stores STARTED, the deferral then THROTTLED.
+    results = [tasks.tracked_limited.delay(n) for n in range(2)]
+
+    def throttled():
+        return [r for r in results if AsyncResult(r.id).state == "THROTTLED"]
+
+    (waiting,) = wait_until(throttled, message="a task stored as THROTTLED")
+    info = AsyncResult(waiting.id).info
+    assert info["key"] == "tests.tasks.tracked_limited"
+    assert 0 < info["countdown"] <= 2
+    # .get() waits through THROTTLED (not a ready state) until the task ran.
+    assert [r.get(timeout=30) for r in results] == [0, 1]
+    assert [AsyncResult(r.id).state for r in results] == ["SUCCESS", "SUCCESS"]
+
+
+def test_a_reserved_task_keeps_its_place_and_a_late_one_never_breaks_the_bound():
+    store = get_store()
+    rate = (("fifo", Rate(1, 0.3)),)
+    assert store.start("a", task_name="t", rates=rate).status == Started.ADMITTED
+    b = store.start("b", task_name="t", rates=rate)
+    c = store.start("c", task_name="t", rates=rate)
+    assert (b.status, c.status) == (Started.THROTTLED, Started.THROTTLED)
+    assert b.wait < c.wait  # FIFO: c's slot comes after b's
+    # b asking again before its slot keeps its slot; a newcomer queues behind c.
+    again = store.start("b", task_name="t", rates=rate)
+    assert abs((again.now_us + again.wait * 1e6) - (b.now_us + b.wait * 1e6)) < 2_000
+    assert store.start("d", task_name="t", rates=rate).wait > c.wait
+    # c arrives at its slot but b never came (revoked): c runs, b's slot is wasted.
+    time.sleep(c.wait)
+    admitted = store.start("c", task_name="t", rates=rate)
+    assert admitted.status == Started.ADMITTED
+    # b arrives late: admitted only where the admissions leave room, never sooner.
+    late = store.start("b", task_name="t", rates=rate)
+    stamps = [admitted.now_us]
+    if late.status == Started.ADMITTED:
+        stamps.append(late.now_us)
+    assert max_in_window(stamps, 300_000) == 1
+
+
+def test_lowering_a_limit_holds_at_once():
+    store = get_store()
+    for n in range(5):
+        assert store.start(f"o{n}", task_name="t", rates=(("low", Rate(5, 60)),)).status == (
+            Started.ADMITTED
+        )
+    lowered = store.start("p", task_name="t", rates=(("low", Rate(2, 60)),))
+    assert lowered.status == Started.THROTTLED
+    assert 59 < lowered.wait <= 61
+
+
+def test_several_limits_are_decided_in_one_call_and_listed_each():
+    from django_heimdall.services import live
+
+    store = get_store()
+    rates = (("multi", Rate(2, 60)), ("multi", Rate(3, 3600)))
+    decisions = [store.start(f"o{n}", task_name="t", rates=rates) for n in range(4)]
+    assert [d.status for d in decisions] == [Started.ADMITTED] * 2 + [Started.THROTTLED] * 2
+    (window,) = live().rate_windows().windows
+    assert [(x.times, x.per, x.starts) for x in window.limits] == [(2, 60.0, 2), (3, 3600.0, 2)]
+    assert window.waiting == 2
+    assert window.next_slot_in > 3000  # the hour's third slot is taken by a waiter

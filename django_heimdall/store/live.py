@@ -177,9 +177,7 @@ class LiveState:
             task, *numbers = scripts.text(details).split("\t")
             limits = tuple(
                 LimitState(int(times), int(window) / 1e6, int(count))
-                for times, window, count in zip(
-                    numbers[0::2], numbers[1::2], starts, strict=False
-                )
+                for times, window, count in zip(numbers[0::2], numbers[1::2], starts, strict=False)
             )
             first = limits[0] if limits else LimitState(0, 0.0, 0)
             windows.append(
