@@ -97,6 +97,10 @@ def _configure_django(cfg: dict[str, Any]) -> None:
     django.setup()
 
 
+def _one_bucket(args: Any, kwargs: Any) -> str:
+    return "backlog"
+
+
 def _worker_app(cfg: dict[str, Any]) -> Any:
     """The app the worker runs: one rate-limited task that records its admission."""
     from celery.signals import before_task_publish
@@ -112,7 +116,9 @@ def _worker_app(cfg: dict[str, Any]) -> Any:
     if cfg["contender"] == "celery-heimdall":
         from celery_heimdall import HeimdallTask as Base
 
-        options = {"times": cfg["times"], "per": cfg["per"]}
+        # Its counter key expires after `per` whole seconds; without a `key` every
+        # argument set would have a limit of its own.
+        options = {"times": cfg["times"], "per": int(cfg["per"]), "key": _one_bucket}
         app = _make_app(cfg)
     else:
         _configure_django(cfg)

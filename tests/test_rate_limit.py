@@ -57,8 +57,9 @@ def test_deferral_sends_throttled_signal_and_leaves_task_object_unchanged(settin
     finally:
         signals.throttled.disconnect(receiver)
     assert throttled, "no start was throttled"
-    # Each waits for its own slot: the second one window, the third two.
-    assert all(0 < t["countdown"] <= 2 for t in throttled)
+    # Each waits for its own slot: the second one window, the third two (plus the
+    # margin a slot keeps after another reservation).
+    assert all(0 < t["countdown"] <= 2.1 for t in throttled)
     assert {k: v for k, v in vars(task).items() if not k.startswith("_")} == before
     assert task.max_retries == 3
 
