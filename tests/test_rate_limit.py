@@ -207,3 +207,66 @@ def test_several_limits_are_decided_in_one_call_and_listed_each():
     assert [(x.times, x.per, x.starts) for x in window.limits] == [(2, 60.0, 2), (3, 3600.0, 2)]
     assert window.waiting == 2
     assert window.next_slot_in > 3000  # the hour's third slot is taken by a waiter
+
+
+@pytest.mark.slow
+def test_six_tasks_at_two_per_ten_seconds_run_in_enqueue_order(settings):
+    """celery-heimdall's own suite expects this: of six tasks at 2/10 s, the third
+    and fourth start in the second window, the last two in the third."""
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.limited": {"rate_limit": "2/10s"}},
+    }
+    decided = []
+
+    def receiver(sender, task_id, **kwargs):
+        decided.append(task_id)
+
+    signals.throttled.connect(receiver, weak=False)
+    try:
+        results = []
+        for n in range(6):
+            # One at a time, so that the enqueue order is the order of first starts.
+            results.append(tasks.limited.delay(n))
+            wait_until(
+                lambda n=n: len(set(decided) | {r["id"] for r in tasks.records("limited")}) > n,
+                message=f"task {n} decided",
+            )
+        assert [r.get(timeout=60) for r in results] == list(range(6))
+    finally:
+        signals.throttled.disconnect(receiver)
+    start = {r["n"]: r["t"] for r in tasks.records("limited")}
+    since = {n: (t - start[0]) / 1e6 for n, t in start.items()}
+    assert since[1] < 10
+    assert all(10 <= since[n] < 20 for n in (2, 3)), since
+    assert all(since[n] >= 20 for n in (4, 5)), since
+    assert max_in_window(start.values(), 10_000_000) == 2
+
+
+def test_a_long_wait_takes_hops_below_the_cap_and_keeps_its_slot(settings):
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "DEFER_MAX_COUNTDOWN": 1,
+        "TASKS": {"tests.tasks.limited": {"rate_limit": "1/3s"}},
+    }
+    throttled = []
+
+    def receiver(sender, task_id, countdown, **kwargs):
+        throttled.append((task_id, countdown))
+
+    signals.throttled.connect(receiver, weak=False)
+    try:
+        results = [tasks.limited.delay(n) for n in range(2)]
+        assert sorted(r.get(timeout=60) for r in results) == [0, 1]
+    finally:
+        signals.throttled.disconnect(receiver)
+    (waiter,) = {task_id for task_id, _ in throttled}
+    countdowns = [c for _, c in throttled]
+    # About 3 s to its slot, in hops of at most 1 s, each asking again for the rest.
+    assert len(countdowns) >= 3 and countdowns == sorted(countdowns, reverse=True)
+    runs = {r["id"]: r for r in tasks.records("limited")}
+    first, second = sorted(runs.values(), key=lambda r: r["t"])
+    assert second["id"] == waiter and second["t"] - first["t"] >= 3_000_000
+    # It ran at the slot it was given on its first deferral, carried in the header.
+    assert abs(second["slot"] - second["t"]) < 100_000
+    assert {r["retries"] for r in runs.values()} == {0}
