@@ -17,6 +17,24 @@ from tests.conftest import wait_until
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
 
+@pytest.fixture
+def throttled():
+    """The ``throttled`` signals sent during the test, as dicts of their arguments."""
+    sent = []
+
+    def receiver(sender, **kwargs):
+        sent.append(kwargs)
+
+    signals.throttled.connect(receiver, weak=False)
+    yield sent
+    signals.throttled.disconnect(receiver)
+
+
+def limit(settings, task, rate, **extra):
+    """Set ``task``'s rate limit (and other settings) through HEIMDALL['TASKS']."""
+    settings.HEIMDALL = {**settings.HEIMDALL, **extra, "TASKS": {task: {"rate_limit": rate}}}
+
+
 def test_max_in_window_counts_what_it_should():
     assert max_in_window([0, 1, 2], 3) == 3
     assert max_in_window([0, 1, 3], 3) == 2
@@ -24,10 +42,7 @@ def test_max_in_window_counts_what_it_should():
 
 
 def test_limit_is_global_per_task_and_deferred_tasks_all_run(settings):
-    settings.HEIMDALL = {
-        **settings.HEIMDALL,
-        "TASKS": {"tests.tasks.limited": {"rate_limit": "2/s"}},
-    }
+    limit(settings, "tests.tasks.limited", "2/s")
     results = [tasks.limited.delay(n) for n in range(7)]
     assert sorted(r.get(timeout=60) for r in results) == list(range(7))
 
@@ -38,24 +53,12 @@ def test_limit_is_global_per_task_and_deferred_tasks_all_run(settings):
     assert {r["id"] for r in runs} == {r.id for r in results}  # same ids after deferral
 
 
-def test_deferral_sends_throttled_signal_and_leaves_task_object_unchanged(settings):
-    settings.HEIMDALL = {
-        **settings.HEIMDALL,
-        "TASKS": {"tests.tasks.limited": {"rate_limit": "1/s"}},
-    }
+def test_deferral_sends_throttled_signal_and_leaves_task_object_unchanged(settings, throttled):
+    limit(settings, "tests.tasks.limited", "1/s")
     task = tasks.limited._get_current_object()
     before = {k: v for k, v in vars(task).items() if not k.startswith("_")}
-    throttled = []
-
-    def receiver(sender, **kwargs):
-        throttled.append(kwargs)
-
-    signals.throttled.connect(receiver, weak=False)
-    try:
-        results = [tasks.limited.delay(n) for n in range(3)]
-        assert sorted(r.get(timeout=60) for r in results) == [0, 1, 2]
-    finally:
-        signals.throttled.disconnect(receiver)
+    results = [tasks.limited.delay(n) for n in range(3)]
+    assert sorted(r.get(timeout=60) for r in results) == [0, 1, 2]
     assert throttled, "no start was throttled"
     # Each waits for its own slot: the second one window, the third two (plus the
     # margin a slot keeps after another reservation).
@@ -77,24 +80,12 @@ def test_key_function_makes_the_limit_per_key_and_callable_sets_it():
     assert max_in_window(premium, 1_000_000) > 1
 
 
-def test_unique_and_rate_limited_task_runs_exactly_once_after_deferral(settings):
-    settings.HEIMDALL = {
-        **settings.HEIMDALL,
-        "TASKS": {"tests.tasks.unique_and_limited": {"rate_limit": "1/3s"}},
-    }
-    throttled = []
-
-    def receiver(sender, task_id, **kwargs):
-        throttled.append(task_id)
-
-    signals.throttled.connect(receiver, weak=False)
-    try:
-        results = {name: tasks.unique_and_limited.delay(name) for name in ("a", "b")}
-        # Whichever starts second is over the 1/3s limit and deferred.
-        wait_until(lambda: throttled, message="one start deferred")
-    finally:
-        signals.throttled.disconnect(receiver)
-    (name,) = [n for n, r in results.items() if r.id == throttled[0]]
+def test_unique_and_rate_limited_task_runs_exactly_once_after_deferral(settings, throttled):
+    limit(settings, "tests.tasks.unique_and_limited", "1/3s")
+    results = {name: tasks.unique_and_limited.delay(name) for name in ("a", "b")}
+    # Whichever starts second is over the 1/3s limit and deferred.
+    wait_until(lambda: throttled, message="one start deferred")
+    (name,) = [n for n, r in results.items() if r.id == throttled[0]["task_id"]]
     deferred = results[name]
     assert get_store().holder(lock_of(name)) == deferred.id
     # While it waits for a slot it still holds its lock: a copy is a duplicate.
@@ -127,10 +118,7 @@ def test_deferral_hop_stays_well_below_the_visibility_timeout(celery_app, settin
 
 
 def test_two_limits_hold_at_once_over_a_run_crossing_both_windows(settings):
-    settings.HEIMDALL = {
-        **settings.HEIMDALL,
-        "TASKS": {"tests.tasks.limited": {"rate_limit": ["3/s", "5/4s"]}},
-    }
+    limit(settings, "tests.tasks.limited", ["3/s", "5/4s"])
     results = [tasks.limited.delay(n) for n in range(12)]
     assert sorted(r.get(timeout=90) for r in results) == list(range(12))
     runs = tasks.records("limited")
@@ -210,31 +198,20 @@ def test_several_limits_are_decided_in_one_call_and_listed_each():
 
 
 @pytest.mark.slow
-def test_six_tasks_at_two_per_ten_seconds_run_in_enqueue_order(settings):
+def test_six_tasks_at_two_per_ten_seconds_run_in_enqueue_order(settings, throttled):
     """celery-heimdall's own suite expects this: of six tasks at 2/10 s, the third
     and fourth start in the second window, the last two in the third."""
-    settings.HEIMDALL = {
-        **settings.HEIMDALL,
-        "TASKS": {"tests.tasks.limited": {"rate_limit": "2/10s"}},
-    }
-    decided = []
+    limit(settings, "tests.tasks.limited", "2/10s")
 
-    def receiver(sender, task_id, **kwargs):
-        decided.append(task_id)
+    def decided():
+        return {t["task_id"] for t in throttled} | {r["id"] for r in tasks.records("limited")}
 
-    signals.throttled.connect(receiver, weak=False)
-    try:
-        results = []
-        for n in range(6):
-            # One at a time, so that the enqueue order is the order of first starts.
-            results.append(tasks.limited.delay(n))
-            wait_until(
-                lambda n=n: len(set(decided) | {r["id"] for r in tasks.records("limited")}) > n,
-                message=f"task {n} decided",
-            )
-        assert [r.get(timeout=60) for r in results] == list(range(6))
-    finally:
-        signals.throttled.disconnect(receiver)
+    results = []
+    for n in range(6):
+        # One at a time, so that the enqueue order is the order of first starts.
+        results.append(tasks.limited.delay(n))
+        wait_until(lambda n=n: len(decided()) > n, message=f"task {n} decided")
+    assert [r.get(timeout=60) for r in results] == list(range(6))
     start = {r["n"]: r["t"] for r in tasks.records("limited")}
     since = {n: (t - start[0]) / 1e6 for n, t in start.items()}
     assert since[1] < 10
@@ -243,25 +220,12 @@ def test_six_tasks_at_two_per_ten_seconds_run_in_enqueue_order(settings):
     assert max_in_window(start.values(), 10_000_000) == 2
 
 
-def test_a_long_wait_takes_hops_below_the_cap_and_keeps_its_slot(settings):
-    settings.HEIMDALL = {
-        **settings.HEIMDALL,
-        "DEFER_MAX_COUNTDOWN": 1,
-        "TASKS": {"tests.tasks.limited": {"rate_limit": "1/3s"}},
-    }
-    throttled = []
-
-    def receiver(sender, task_id, countdown, **kwargs):
-        throttled.append((task_id, countdown))
-
-    signals.throttled.connect(receiver, weak=False)
-    try:
-        results = [tasks.limited.delay(n) for n in range(2)]
-        assert sorted(r.get(timeout=60) for r in results) == [0, 1]
-    finally:
-        signals.throttled.disconnect(receiver)
-    (waiter,) = {task_id for task_id, _ in throttled}
-    countdowns = [c for _, c in throttled]
+def test_a_long_wait_takes_hops_below_the_cap_and_keeps_its_slot(settings, throttled):
+    limit(settings, "tests.tasks.limited", "1/3s", DEFER_MAX_COUNTDOWN=1)
+    results = [tasks.limited.delay(n) for n in range(2)]
+    assert sorted(r.get(timeout=60) for r in results) == [0, 1]
+    (waiter,) = {t["task_id"] for t in throttled}
+    countdowns = [t["countdown"] for t in throttled]
     # About 3 s to its slot, in hops of at most 1 s, each asking again for the rest.
     assert len(countdowns) >= 3 and countdowns == sorted(countdowns, reverse=True)
     runs = {r["id"]: r for r in tasks.records("limited")}
