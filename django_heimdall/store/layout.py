@@ -45,7 +45,9 @@ class Layout:
 
     @property
     def rate_prefix(self) -> str:
-        return f"{self.tag}:rate:"
+        # Admissions of a rate-limit key (a zset; the list of earlier snapshots was
+        # named ":rate:", so a leftover of that type is never read, just expires).
+        return f"{self.tag}:admitted:"
 
     def rate(self, identity: str) -> str:
         return f"{self.rate_prefix}{identity}"

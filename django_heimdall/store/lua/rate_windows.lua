@@ -1,7 +1,7 @@
 -- One page of rate-limit keys with a start in their current window or a waiter.
 -- KEYS[1] rate registry (zset: window or last reservation end ms -> identity)
 -- KEYS[2] its details (hash: identity -> "task\ttimes\twindow µs[\ttimes\twindow µs...]")
--- ARGV[1] offset   ARGV[2] page size   ARGV[3] log key prefix ("{prefix}:rate:")
+-- ARGV[1] offset   ARGV[2] page size   ARGV[3] admissions key prefix ("{prefix}:admitted:")
 -- ARGV[4] reservation key prefix ("{prefix}:rateq:")
 -- Returns {now µs, total, rows}; a row is {identity, details, {starts in the window
 -- of each limit that ends now}, waiters holding a reservation, the slot (µs) a
