@@ -9,6 +9,7 @@ from .exceptions import (
     RateLimitExceeded,
     ResourceBusy,
 )
+from .intervals import only_after
 from .locks import Semaphore, locked, mutex, semaphore
 from .policies import Policy
 from .ratelimits import Rate, RateLimit
@@ -28,6 +29,7 @@ __all__ = [
     "Semaphore",
     "locked",
     "mutex",
+    "only_after",
     "semaphore",
 ]
 __version__ = "0.1.0.dev0"

@@ -23,7 +23,7 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, FAIL_CLOSED, FAIL_OPEN, heimdall_settings, resource_capacities
-from .options import OptionError, parse_option, signature_errors
+from .options import OptionError, parse_option, parse_options, signature_errors
 
 _importing = False
 
@@ -59,6 +59,13 @@ def _check_options(options: Any, where: str, *, dotted_paths: bool) -> list[chec
         except OptionError as exc:
             errors.append(
                 _error(exc.check_id, f"{where}, option {name!r}: {exc.message}", exc.hint)
+            )
+    if not errors:
+        try:
+            parse_options(options, dotted_paths=dotted_paths)  # options given together
+        except OptionError as exc:
+            errors.append(
+                _error(exc.check_id, f"{where}, option {exc.option!r}: {exc.message}", exc.hint)
             )
     return errors
 

@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
     # Longest countdown of one deferral hop, seconds. Keep it well below the
     # broker's visibility timeout; it is also capped at half of that timeout.
     "DEFER_MAX_COUNTDOWN": 60.0,
-    # Largest random delay added to a deferral, seconds, against a thundering herd.
+    # Largest random delay added to a start deferred while Redis was unreachable,
+    # seconds, against a thundering herd (a rate-limit wait comes back at its slot).
     "DEFER_JITTER": 0.5,
     # Countdown of a start deferred because Redis was down (fail closed), seconds.
     "UNAVAILABLE_COUNTDOWN": 5.0,

@@ -175,7 +175,14 @@ def _call_key(task: Any, key: Any, args: Any, kwargs: Any) -> Any:
 
 
 def identity(task: Any, policy: Policy, args: Any, kwargs: Any) -> Identity:
-    """The identity of one call of ``task`` under ``policy``."""
+    """The identity of one call of ``task`` under ``policy``; the lock's starts with
+    the policy's ``lock_prefix``."""
+    ident = _identity(task, policy, args, kwargs)
+    prefix = getattr(policy, "lock_prefix", "")
+    return ident._replace(lock=prefix + ident.lock) if prefix else ident
+
+
+def _identity(task: Any, policy: Policy, args: Any, kwargs: Any) -> Identity:
     key = policy.key
     if key is not None:
         if callable(key):

@@ -17,7 +17,7 @@ from django import forms
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 
-from .ratelimits import RateLimit
+from .ratelimits import RateLimit, is_single_rate
 
 # Where an option may be given.
 DECORATOR = "decorator"
@@ -119,25 +119,41 @@ def _parse_names(name: str, value: Any, dotted_paths: bool) -> tuple[str, ...]:
 def _parse_rate_limit(name: str, value: Any, dotted_paths: bool) -> RateLimit:
     if isinstance(value, RateLimit):
         return value
-    # Rate strings start with a digit and hold a "/"; dotted paths do neither.
-    if dotted_paths and isinstance(value, str) and "/" not in value and value[:1].isalpha():
-        value = import_callable(name, value)
+    if dotted_paths:
+        value = (
+            _import_rate(name, value)
+            if is_single_rate(value) or not isinstance(value, (list, tuple))
+            else [_import_rate(name, item) for item in value]
+        )
     try:
         return RateLimit(value)
     except (ValueError, TypeError) as exc:
         raise _invalid(
             name,
             f"'{name}' is invalid: {exc}.",
-            "Use a rate such as '10/m' or '2/60s', (times, per_seconds), or a callable.",
+            "Use a rate such as '10/m' or '2/60s', (times, per_seconds), a callable, "
+            "or a list of those, e.g. ['10/s', '1000/d'].",
         ) from None
 
 
-def _parse_count(name: str, value: Any, dotted_paths: bool) -> int:
+def _import_rate(name: str, value: Any) -> Any:
+    # Rate strings start with a digit and hold a "/"; dotted paths do neither.
+    if isinstance(value, str) and "/" not in value and value[:1].isalpha():
+        return import_callable(name, value)
+    return value
+
+
+def _rate_limit_from_form(value: Any) -> Any:
+    if value in (None, ""):
+        return None
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    return parts if len(parts) > 1 else value.strip()
+
+
+def _parse_int(name: str, value: Any, dotted_paths: bool) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _invalid(
-            name,
-            f"'{name}' must be a whole number of at least 1, not {value!r}.",
-            "Give how many copies may run at once, e.g. 2 (1 = never overlap).",
+            name, f"'{name}' must be a positive integer, not {value!r}.", "Give e.g. 10."
         )
     return value
 
@@ -185,19 +201,6 @@ def _parse_resources(name: str, value: Any, dotted_paths: bool) -> dict[str, int
     return dict(value)
 
 
-def _choice(*choices: str) -> Callable[[str, Any, bool], str]:
-    def parse(name: str, value: Any, dotted_paths: bool) -> str:
-        if value not in choices:
-            raise _invalid(
-                name,
-                f"'{name}' must be one of {', '.join(map(repr, choices))}, not {value!r}.",
-                f"Use {' or '.join(map(repr, choices))}.",
-            )
-        return value
-
-    return parse
-
-
 def _resources_from_form(value: Any) -> Any:
     if value in (None, ""):
         return None
@@ -205,6 +208,12 @@ def _resources_from_form(value: Any) -> Any:
         return json.loads(value)
     except ValueError:
         return _names_from_form(value)
+
+
+def _parse_text(name: str, value: Any, dotted_paths: bool) -> str:
+    if not isinstance(value, str):
+        raise _invalid(name, f"'{name}' must be a string, not {value!r}.", "Give e.g. 'h-lock:'.")
+    return value
 
 
 def _names_from_form(value: Any) -> list[str] | None:
@@ -251,20 +260,19 @@ NAMES = Kind(
     from_form=_names_from_form,
     to_form=lambda raw: None if raw is None else ", ".join(raw),
 )
-RATE_LIMIT = Kind(_parse_rate_limit, lambda: forms.CharField(required=False, max_length=255))
-COUNT = Kind(_parse_count, lambda: forms.IntegerField(required=False, min_value=1))
+RATE_LIMIT = Kind(
+    _parse_rate_limit,
+    lambda: forms.CharField(required=False, max_length=255),
+    from_form=_rate_limit_from_form,
+    to_form=lambda raw: ", ".join(map(str, raw)) if isinstance(raw, list) else raw,
+)
+COUNT = Kind(_parse_int, lambda: forms.IntegerField(required=False, min_value=1))
+TEXT = Kind(_parse_text, lambda: forms.CharField(required=False, max_length=255))
 RESOURCES = Kind(
     _parse_resources,
     lambda: forms.CharField(required=False, max_length=1000),
     from_form=_resources_from_form,
     to_form=lambda raw: None if raw is None else json.dumps(raw),
-)
-ON_BUSY = Kind(
-    _choice("defer", "skip"),
-    lambda: forms.ChoiceField(
-        required=False,
-        choices=[("", _("(inherit)")), ("defer", _("defer")), ("skip", _("skip"))],
-    ),
 )
 
 
@@ -288,6 +296,9 @@ class Option:
     legacy_of: str | None = None
     to_canonical: Callable[[Any], Any] | None = None
     from_canonical: Callable[[Any], Any] | None = None
+    #: Several legacy options that together stand for ``legacy_of`` and have no
+    #: ``to_canonical`` (celery-heimdall's ``times`` and ``per``) are folded into it
+    #: by ``_fold_pairs``.
 
     def parse(self, value: Any, *, dotted_paths: bool = False) -> Any:
         if value is None and self.default is None:
@@ -392,8 +403,9 @@ OPTIONS: dict[str, Option] = {
             RATE_LIMIT,
             None,
             _(
-                "Global limit such as 10/m or 2/60s, RateLimit((times, per)), or a callable "
-                "returning one (a dotted path in settings and the admin)."
+                "Global limit such as 10/m or 2/60s, RateLimit((times, per)), a callable "
+                "returning one (a dotted path in settings and the admin), or a list of those "
+                "that all hold (comma-separated in the admin: 10/s, 1000/d)."
             ),
             section="rate",
         ),
@@ -419,7 +431,7 @@ OPTIONS: dict[str, Option] = {
         ),
         Option(
             "on_busy",
-            ON_BUSY,
+            choice("defer", "skip"),
             "defer",
             _(
                 "When no slot or ticket is free at start: 'defer' (wait in line, FIFO, re-sent "
@@ -427,6 +439,30 @@ OPTIONS: dict[str, Option] = {
                 "raises ResourceBusy)."
             ),
             section="concurrency",
+        ),
+        Option(
+            "lock_prefix",
+            TEXT,
+            "",
+            _("Prepended to the unique key (celery-heimdall's lock_prefix)."),
+        ),
+        Option(
+            "times",
+            COUNT,
+            None,
+            _("celery-heimdall's name: with per, the same as rate_limit=(times, per)."),
+            section="rate",
+            scopes=frozenset({DECORATOR, SETTINGS}),
+            legacy_of="rate_limit",
+        ),
+        Option(
+            "per",
+            SECONDS,
+            None,
+            _("celery-heimdall's name: with times, the same as rate_limit=(times, per)."),
+            section="rate",
+            scopes=frozenset({DECORATOR, SETTINGS}),
+            legacy_of="rate_limit",
         ),
     )
 }
@@ -459,7 +495,7 @@ def parse_option(name: str, value: Any, *, dotted_paths: bool = False) -> Any:
 def parse_options(options: Any, *, dotted_paths: bool = False) -> dict[str, Any]:
     """Parse a whole option mapping into canonical options; raise the first
     ``OptionError``. A legacy spelling gives way to its canonical option when both
-    are set."""
+    are set; ``times`` and ``per`` are folded into ``rate_limit``."""
     if not isinstance(options, Mapping):
         raise _invalid(
             "*",
@@ -470,6 +506,7 @@ def parse_options(options: Any, *, dotted_paths: bool = False) -> dict[str, Any]
         name: parse_option(name, value, dotted_paths=dotted_paths)
         for name, value in options.items()
     }
+    parsed = _fold_pairs(parsed)
     for name in list(parsed):
         option = OPTIONS[name]
         if option.legacy_of is not None:
@@ -497,6 +534,31 @@ def parse_call_options(options: Any) -> dict[str, Any]:
                 f"Options of one call: {', '.join(per_call)}.",
             )
     return parse_options(options)
+
+
+def _fold_pairs(parsed: dict[str, Any]) -> dict[str, Any]:
+    given = [
+        name
+        for name in parsed
+        if OPTIONS[name].legacy_of is not None and OPTIONS[name].to_canonical is None
+    ]
+    if not given:
+        return parsed
+    if {"times", "per"} - set(given):
+        raise _invalid(
+            given[0],
+            "'times' and 'per' must be given together.",
+            "Give both, e.g. {'times': 2, 'per': 60}, or rate_limit='2/60s'.",
+        )
+    if "rate_limit" in parsed:
+        raise _invalid(
+            "rate_limit",
+            "'rate_limit' and 'times'/'per' set the same limit.",
+            "Give one of them.",
+        )
+    folded = {name: value for name, value in parsed.items() if name not in given}
+    folded["rate_limit"] = RateLimit((parsed["times"], parsed["per"]))
+    return folded
 
 
 def signature_errors(task: Any, options: Mapping[str, Any]) -> list[OptionError]:
@@ -531,6 +593,8 @@ def display(value: Any) -> str:
         return "—"
     if isinstance(value, RateLimit):
         return str(value)
+    if isinstance(value, str):
+        return value or '""'
     if callable(value):
         return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
     if isinstance(value, tuple):

@@ -70,60 +70,118 @@ def parse_rate(value: Any) -> Rate:
     return Rate(times, float(per))
 
 
+def is_single_rate(value: Any) -> bool:
+    """``value`` is one rate (``"10/m"``, ``Rate``, ``(times, per)``), not a list of them."""
+    if isinstance(value, (str, Rate)):
+        return True
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+
+
+def parse_rates(value: Any) -> tuple[Rate, ...]:
+    """One rate or a non-empty list of rates, as a tuple of ``Rate``."""
+    if is_single_rate(value):
+        return (parse_rate(value),)
+    if isinstance(value, (tuple, list)) and value:
+        return tuple(parse_rate(item) for item in value)
+    raise ValueError(
+        f"{value!r} is not a rate; give (times, per_seconds), a string like '10/m', "
+        "or a list of those"
+    )
+
+
+class _Dynamic(NamedTuple):
+    func: Callable[..., Any]
+    params: tuple[str, ...]
+
+
 class RateLimit:
-    """A global rate limit: ``RateLimit((times, per_seconds))``, ``RateLimit("10/m")``
-    or ``RateLimit(callable)``.
+    """A global rate limit, or several that all hold at once.
+
+    ``RateLimit((times, per_seconds))``, ``RateLimit("10/m")``, ``RateLimit(callable)``
+    or a list of those: ``RateLimit(["10/s", "1000/d"])``.
 
     A callable is called at every task start with any of ``key``, ``task``, ``args``
-    and ``kwargs`` that it names as parameters, and returns a rate in one of the
-    forms above, so a limit can change at run time.
+    and ``kwargs`` that it names as parameters, and returns a rate or a list of
+    rates in the forms above, so a limit can change at run time.
     """
 
-    __slots__ = ("_fixed", "_func", "_params")
+    __slots__ = ("_parts",)
 
     def __init__(self, rate: Any):
         if isinstance(rate, RateLimit):
-            self._fixed, self._func, self._params = rate._fixed, rate._func, rate._params
-        elif callable(rate) and not isinstance(rate, (tuple, list, str)):
-            self._fixed = None
-            self._func: Callable[..., Any] | None = rate
-            self._params = _callable_params(rate)
+            self._parts: tuple[Rate | _Dynamic, ...] = rate._parts
+        elif is_single_rate(rate) or _is_callable(rate):
+            self._parts = (_part(rate),)
+        elif isinstance(rate, (tuple, list)) and rate:
+            parts: list[Rate | _Dynamic] = []
+            for item in rate:
+                parts += RateLimit(item)._parts if isinstance(item, RateLimit) else [_part(item)]
+            self._parts = tuple(parts)
         else:
-            self._fixed = parse_rate(rate)
-            self._func = None
-            self._params = ()
+            raise ValueError(
+                f"{rate!r} is not a rate; give (times, per_seconds), a string like '10/m', "
+                "a callable, or a list of those"
+            )
 
     @property
     def is_dynamic(self) -> bool:
-        return self._func is not None
+        return any(isinstance(part, _Dynamic) for part in self._parts)
+
+    def rates(self, *, key: str, task: Any, args: Any, kwargs: Any) -> tuple[Rate, ...]:
+        """Every rate that applies to this call (callables are called)."""
+        available = {"key": key, "task": task, "args": args, "kwargs": kwargs}
+        rates: list[Rate] = []
+        for part in self._parts:
+            if isinstance(part, Rate):
+                rates.append(part)
+            else:
+                given = part.func(**{name: available[name] for name in part.params})
+                rates += parse_rates(given)
+        return tuple(rates)
 
     def resolve(self, *, key: str, task: Any, args: Any, kwargs: Any) -> Rate:
-        """The rate that applies to this call."""
-        if self._fixed is not None:
-            return self._fixed
-        available = {"key": key, "task": task, "args": args, "kwargs": kwargs}
-        return parse_rate(self._func(**{name: available[name] for name in self._params}))
+        """The rate that applies to this call (the first, when there are several)."""
+        return self.rates(key=key, task=task, args=args, kwargs=kwargs)[0]
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, RateLimit)
-            and self._fixed == other._fixed
-            and self._func == other._func
-        )
+        return isinstance(other, RateLimit) and self._parts == other._parts
 
     def __hash__(self) -> int:
-        return hash((self._fixed, self._func))
+        return hash(self._parts)
 
     def __repr__(self) -> str:
-        if self._fixed is not None:
-            return f"RateLimit({tuple(self._fixed)!r})"
-        return f"RateLimit({getattr(self._func, '__qualname__', self._func)!r})"
+        shown = [
+            tuple(part) if isinstance(part, Rate) else _name(part.func) for part in self._parts
+        ]
+        return f"RateLimit({shown[0] if len(shown) == 1 else shown!r})"
 
     def __str__(self) -> str:
-        if self._fixed is not None:
-            return str(self._fixed)
-        func = self._func
-        return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)}()"
+        return ", ".join(
+            str(part) if isinstance(part, Rate) else f"{_dotted(part.func)}()"
+            for part in self._parts
+        )
+
+
+def _is_callable(value: Any) -> bool:
+    return callable(value) and not isinstance(value, (tuple, list, str))
+
+
+def _part(value: Any) -> Rate | _Dynamic:
+    if _is_callable(value):
+        return _Dynamic(value, _callable_params(value))
+    return parse_rate(value)
+
+
+def _name(func: Any) -> Any:
+    return getattr(func, "__qualname__", func)
+
+
+def _dotted(func: Any) -> str:
+    return f"{getattr(func, '__module__', '?')}.{_name(func)}"
 
 
 def _callable_params(func: Callable[..., Any]) -> tuple[str, ...]:

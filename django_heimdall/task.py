@@ -13,6 +13,7 @@ import datetime
 import functools
 import logging
 import os
+import random
 import threading
 import time
 from typing import Any
@@ -33,6 +34,7 @@ from .exceptions import (
     RateLimitExceeded,
     ResourceBusy,
 )
+from .intervals import only_after
 from .options import OptionError, parse_call_options
 from .store import (
     RESOURCE_PREFIX,
@@ -55,8 +57,14 @@ CALL_HEADER = "heimdall_call"
 #: A busy start whose turn should come within this many seconds (in all) waits for
 #: it in the worker instead of being re-sent.
 BUSY_WAIT_IN_PLACE = 0.5
-#: The result state of a task waiting for a concurrency slot or resource ticket.
-WAITING = "THROTTLED"
+#: The result state of a task waiting for its rate-limit slot, a concurrency slot or
+#: a resource ticket (not ready: ``.get()`` waits).
+THROTTLED = "THROTTLED"
+#: Message header carrying a deferred task's rate-limit slot (µs, Redis clock).
+SLOT_HEADER = "heimdall_slot"
+#: A start this close to its slot is admitted at the slot and waits for it in the
+#: process instead of being re-sent, seconds.
+BRIEF_WAIT = 0.1
 
 
 def _header(request: Any, name: str) -> Any:
@@ -265,6 +273,10 @@ class HeimdallTask(Task):
             until=policy.unique_until,
             slots=slots,
             queue=queue,
+            # An eager call is never re-sent: it neither holds a slot nor waits.
+            reserve=not request.is_eager,
+            slot_us=_carried_slot(request),
+            admit_within=0 if request.is_eager else BRIEF_WAIT,
         )
         try:
             decision = start()
@@ -278,12 +290,14 @@ class HeimdallTask(Task):
                 # A turn due within moments is waited for here: a trip through the
                 # broker would bring the task back later, behind the queue.
                 if not waited:
-                    self._heimdall_state(WAITING, decision)
+                    self._heimdall_waiting(
+                        {"resource": decision.holder, "countdown": decision.wait}
+                    )
                 time.sleep(decision.wait)
                 waited += decision.wait
                 decision = start()
             if waited and decision.status == Started.ADMITTED and self.track_started:
-                self._heimdall_state("STARTED", decision)
+                self._heimdall_store_state("STARTED", {})
         except HeimdallUnavailable as exc:
             if heimdall_settings.fail_open:
                 logger.warning("%s[%s] runs unchecked: %s (fail open)", self.name, request.id, exc)
@@ -331,11 +345,16 @@ class HeimdallTask(Task):
                 if lock is not None:
                     self._heimdall_release(request.id, token)
                 raise RateLimitExceeded(decision.wait, rate_key)
-            self._heimdall_defer(args, kwargs, decision.wait)
+            slot_us = decision.now_us + int(decision.wait * 1e6)
+            self._heimdall_defer(args, kwargs, decision.wait, slot_us=slot_us, key=rate_key)
 
         if decision.status == Started.BUSY:
             self._heimdall_busy(policy, decision, lock, token, args, kwargs)
 
+        if decision.wait:
+            # Admitted at its slot a moment from now (it came a little early, or the
+            # task before it a little late): the body starts no earlier.
+            time.sleep(decision.wait)
         # When the start was admitted, on the Redis clock (µs since the epoch).
         request.heimdall_started_at = decision.now_us
         request.heimdall_lock = lock
@@ -407,14 +426,14 @@ class HeimdallTask(Task):
         rates: tuple[Any, ...] = ()
         if policy.rate_limit is not None:
             try:
-                rate = policy.rate_limit.resolve(
+                limits = policy.rate_limit.rates(
                     key=ident.rate, task=self, args=args, kwargs=kwargs
                 )
             except Exception as exc:
                 raise HeimdallError(
                     f"{self.name}: option 'rate_limit' failed to give a rate: {exc}"
                 ) from exc
-            rates = ((ident.rate, rate),)
+            rates = tuple((ident.rate, rate) for rate in limits)
         slots = [
             Slot(resource_semaphore(name), tickets, heimdall_settings.RESOURCES[name])
             for name, tickets in (policy.resources or {}).items()
@@ -438,7 +457,7 @@ class HeimdallTask(Task):
             action=action,
         )
         if action == "defer":
-            self._heimdall_state(WAITING, decision)
+            self._heimdall_waiting({"resource": decision.holder, "countdown": decision.wait})
             self._heimdall_defer(args, kwargs, decision.wait)
         logger.info("%s[%s] skipped: %s is busy", self.name, request.id, decision.holder)
         if lock is not None:
@@ -447,6 +466,19 @@ class HeimdallTask(Task):
         if name.startswith(RESOURCE_PREFIX):
             name = name[len(RESOURCE_PREFIX) :]
         raise ResourceBusy(name, decision.wait)
+
+    @property
+    def heimdall_config(self) -> Any:
+        """celery-heimdall's configuration object: ``lock_prefix``,
+        ``unique_timeout``, ``unique_raises`` ... of the effective policy."""
+        from .compat import config_of
+
+        return config_of(self)
+
+    def only_after(self, key: str, seconds: float) -> bool:
+        """True at most once per ``seconds`` for ``key``, cluster-wide (Redis clock):
+        guard a part of the body that must run less often than the task."""
+        return only_after(key, seconds, owner=self.request.id or "")
 
     def heimdall_heartbeat(self) -> bool:
         """Renew the running task's lock, concurrency slots and resource tickets for
@@ -495,26 +527,47 @@ class HeimdallTask(Task):
 
     # -- helpers -----------------------------------------------------------------
 
-    def _heimdall_state(self, state: str, decision: Any) -> None:
-        """Record that the task waits (or runs after waiting) in its result, so that
-        a waiting task does not look STARTED."""
-        if self.ignore_result or self.request.is_eager:
+    def _heimdall_store_state(self, state: str, meta: dict[str, Any]) -> None:
+        """Record the task's state in its result (a waiting task must not look
+        STARTED); best effort: the backend being down does not stop the task."""
+        request = self.request
+        if request.ignore_result or self.ignore_result or request.is_eager:
             return
-        meta = {"resource": decision.holder, "countdown": decision.wait} if state == WAITING else {}
         try:
             self.update_state(state=state, meta=meta)
         except Exception as exc:  # the result backend is down: the state is cosmetic
-            logger.warning("%s[%s] state %s not stored: %s", self.name, self.request.id, state, exc)
+            logger.warning("%s[%s] state %s not stored: %s", self.name, request.id, state, exc)
 
-    def _heimdall_defer(self, args: Any, kwargs: Any, wait: float) -> None:
-        """Re-send this very message (same id, same ``retries``, same lock) later, then end."""
+    def _heimdall_waiting(self, meta: dict[str, Any]) -> None:
+        """Record that the task waits (``THROTTLED``, not STARTED), and for what."""
+        meta = {
+            key: round(value, 3) if isinstance(value, float) else value
+            for key, value in meta.items()
+        }
+        self._heimdall_store_state(THROTTLED, meta)
+
+    def _heimdall_defer(
+        self, args: Any, kwargs: Any, wait: float, *, slot_us: int | None = None, key: str = ""
+    ) -> None:
+        """Re-send this very message (same id, same ``retries``, same lock) later, then end.
+
+        A task waiting for a rate-limit slot carries that slot (``slot_us``, Redis
+        clock) and is stored as ``THROTTLED`` meanwhile."""
         countdown = min(wait, _max_countdown(self.app))
+        if slot_us is None:
+            # Not a slot: spread the waiters (Redis was down for all of them).
+            countdown += random.uniform(0, float(heimdall_settings.DEFER_JITTER))
         request = self.request
         again = self.signature_from_request(request, args, kwargs, countdown=countdown)
         options = dict(again.options)
+        headers = dict(options.get("headers") or {})
         lock = _header(request, LOCK_HEADER)
         if lock is not None:
-            options["headers"] = {**(options.get("headers") or {}), LOCK_HEADER: lock}
+            headers[LOCK_HEADER] = lock
+        if slot_us is not None:
+            headers[SLOT_HEADER] = slot_us
+            self._heimdall_waiting({"key": key, "countdown": wait})
+        options["headers"] = headers
         try:
             # Straight to Celery: the lock (if any) stays ours and covers the wait,
             # and the start check re-decides when the message comes back.
@@ -546,6 +599,14 @@ class HeimdallTask(Task):
             return
         if released == Released.RELEASED:
             signals.lock_released.send(sender=self, task_id=task_id, key=None)
+
+
+def _carried_slot(request: Any) -> int | None:
+    slot = _header(request, SLOT_HEADER)
+    try:
+        return None if slot is None else int(slot)
+    except (TypeError, ValueError):
+        return None
 
 
 def _max_countdown(app: Any) -> float:

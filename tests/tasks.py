@@ -2,6 +2,7 @@
 under the test's key prefix, so that worker threads and processes can report."""
 
 import json
+import os
 import time
 
 from celery import shared_task
@@ -142,8 +143,54 @@ def limited(self, n):
         n=n,
         t=self.request.heimdall_started_at,
         retries=self.request.retries,
+        slot=getattr(self.request, "heimdall_slot", None),
     )
     return n
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"rate_limit": "5/s"})
+def backlog_limited(self, n):
+    """For worker processes, which do not see a test's settings: the limit is here."""
+    record(
+        "backlog",
+        n=n,
+        t=self.request.heimdall_started_at,
+        slot=getattr(self.request, "heimdall_slot", None),
+    )
+    return n
+
+
+@shared_task(bind=True)
+def warm_up(self):
+    """Makes a pool process connect and resolve policies before a measured run."""
+    backlog_limited.heimdall_policy  # noqa: B018
+    get_store().client.ping()
+    time.sleep(0.3)
+    record("warm_up", pid=os.getpid())
+
+
+@shared_task(base=HeimdallTask, bind=True, track_started=True, heimdall={"rate_limit": "1/2s"})
+def tracked_limited(self, n):
+    return n
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"times": 2, "per": 1})
+def legacy_limited(self, n):
+    """celery-heimdall's spelling of a rate limit."""
+    record("legacy_limited", n=n, t=self.request.heimdall_started_at)
+    return n
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "lock_prefix": "h-lock:"})
+def unique_prefixed(self, name):
+    wait_for_gate(name)
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True)
+def digest(self, key):
+    """celery-heimdall's ``self.only_after`` inside a body."""
+    return self.only_after(f"digest-{key}", 60)
 
 
 def per_customer_rate(key, args):

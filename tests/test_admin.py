@@ -257,12 +257,12 @@ def test_rate_windows_are_listed_and_reset_after_confirmation(django_user_model)
 
     page = client.post(RATES_CONFIRM, {"selected": "tests.tasks.limited"})
     assert page.status_code == 200
-    assert store.client.llen(store.keys.rate("tests.tasks.limited")) == 2
+    assert store.client.zcard(store.keys.rate("tests.tasks.limited")) == 2
     response = client.post(
         RATES_CONFIRM, {"selected": "tests.tasks.limited", "confirm": "yes"}, follow=True
     )
     assert "1 rate-limit window reset." in messages_of(response)
-    assert store.client.llen(store.keys.rate("tests.tasks.limited")) == 0
+    assert store.client.zcard(store.keys.rate("tests.tasks.limited")) == 0
     assert LogEntry.objects.get().object_id == "tests.tasks.limited"
 
 
@@ -429,3 +429,35 @@ def test_rate_windows_page_is_paginated(admin_client):
     second = admin_client.get(RATES, {"p": 2}).content.decode()
     assert "page 1 of 2" in first and "key-000" in first and "key-104" not in first
     assert "key-104" in second and "key-000" not in second
+
+
+def test_override_form_takes_several_limits_and_the_pages_show_each(admin_client):
+    response = admin_client.post(
+        reverse("admin:heimdall_policyoverride_add"),
+        {
+            "task_name": "tests.tasks.limited",
+            "enabled": "on",
+            "rate_limit": "10/s, 1000/d",
+            "unique": "unknown",
+            "unique_raises": "unknown",
+            "unique_wait_for_expiry": "unknown",
+        },
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    override = PolicyOverride.objects.get()
+    assert override.options["rate_limit"] == ["10/s", "1000/d"]
+    change = admin_client.get(
+        reverse("admin:heimdall_policyoverride_change", args=[override.pk])
+    ).content.decode()
+    assert 'value="10/s, 1000/d"' in change
+    from django_heimdall.overrides import source
+
+    source.reset()
+    assert "10/1s, 1000/86400s" in admin_client.get(EFFECTIVE).content.decode()
+
+    from django_heimdall.ratelimits import Rate
+
+    rates = (("tests.tasks.limited", Rate(10, 1)), ("tests.tasks.limited", Rate(1000, 86400)))
+    get_store().start("t0", task_name="tests.tasks.limited", rates=rates)
+    content = admin_client.get(RATES).content.decode()
+    assert "10 / 1 s<br>1000 / 86400 s" in content

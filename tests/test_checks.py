@@ -353,6 +353,21 @@ def test_decorator_options_are_validated_by_check_tasks(celery_app):
     assert check_tasks() == []  # gone with the task
 
 
+def test_legacy_times_without_per_is_e007_and_rate_limit_lists_are_checked_per_element(
+    celery_app, settings
+):
+    with throwaway_task(celery_app, {"times": 2}) as task:
+        (message,) = check_tasks()
+        assert message.id == "heimdall.E007" and "'times' and 'per'" in message.msg
+        assert task.name in message.msg
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.limited": {"rate_limit": ["10/s", "10/fortnight"]}},
+    }
+    (message,) = check_settings()
+    assert message.id == "heimdall.E007" and "'10/fortnight'" in message.msg
+
+
 def test_decorator_options_not_a_dict_is_e007(celery_app):
     with throwaway_task(celery_app, ["unique"]) as task:
         messages = check_tasks()

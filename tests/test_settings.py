@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from django_heimdall import policies
 from django_heimdall.conf import heimdall_settings
-from django_heimdall.options import OPTIONS
+from django_heimdall.options import CANONICAL, OPTIONS
 from django_heimdall.ratelimits import Rate, RateLimit, parse_rate
 from django_heimdall.store import get_store
 from tests.tasks import per_customer_rate, report_key
@@ -39,7 +39,7 @@ def admin_key(args, kwargs):
 
 def test_builtin_defaults_apply_without_any_configuration(task_name):
     policy = policies.resolve(task_name, None)
-    for option, value in {n: o.default for n, o in OPTIONS.items()}.items():
+    for option, value in {n: o.default for n, o in CANONICAL.items()}.items():
         assert getattr(policy, option) == value
         assert policy.sources[option] == "built-in"
     assert not policy.active
@@ -454,3 +454,27 @@ def test_callable_key_in_settings_is_rejected(settings, task_name):
     settings.HEIMDALL = {**settings.HEIMDALL, "TASKS": {task_name: {"key": report_key}}}
     with pytest.raises(ImproperlyConfigured, match="dotted path"):
         policies.resolve(task_name)
+
+
+def test_rate_limit_lists_in_every_form():
+    from django_heimdall.options import OptionError, parse_option
+
+    call = {"key": "k", "task": None, "args": [1], "kwargs": {}}
+    fixed = RateLimit(["10/s", (1000, 86400)])
+    assert fixed.rates(**call) == (Rate(10, 1.0), Rate(1000, 86400.0))
+    assert str(fixed) == "10/1s, 1000/86400s"
+    assert RateLimit([RateLimit("10/s"), "1000/d"]) == fixed
+
+    def both():
+        return ["2/s", (100, 3600)]
+
+    assert RateLimit(both).rates(**call) == (Rate(2, 1.0), Rate(100, 3600.0))
+    mixed = parse_option("rate_limit", ["5/s", "tests.tasks.per_customer_rate"], dotted_paths=True)
+    assert mixed.rates(**call) == (Rate(5, 1.0), Rate(4, 1.0))
+    kind = OPTIONS["rate_limit"].kind
+    assert kind.from_form("10/s, 1000/d") == ["10/s", "1000/d"]
+    assert kind.from_form("10/s") == "10/s"
+    assert kind.to_form(["10/s", "1000/d"]) == "10/s, 1000/d"
+    for bad in (["10/s", "ten"], [], ["10/s", (0, 1)]):
+        with pytest.raises(OptionError):
+            parse_option("rate_limit", bad)

@@ -120,7 +120,7 @@ def test_start_duplicate_changes_nothing_and_throttle_counts_nothing():
     assert throttled.status == Started.THROTTLED
     assert 59 < throttled.wait <= 60
     assert store.holder("k2") == "c"  # the deferred task keeps its lock
-    assert store.client.llen(store.keys.rate("r")) == 1  # the throttled start was not counted
+    assert store.client.zcard(store.keys.rate("r")) == 1  # the throttled start was not counted
 
 
 def test_keys_never_collide_with_django_cache_keys(settings):

@@ -65,8 +65,10 @@ class Acquire(NamedTuple):
 class Start(NamedTuple):
     status: Started
     holder: str | None  # the lock's holder, or the busy semaphore's name (BUSY)
-    wait: float  # seconds: until the holder's lease ends (DUPLICATE) or a slot frees
-    now_us: int  # the Redis clock when the decision was taken
+    # seconds: until the holder's lease ends (DUPLICATE), until the slot (THROTTLED), or
+    # until the admitted instant when it lies a moment ahead (ADMITTED)
+    wait: float
+    now_us: int  # the Redis clock when the decision was taken; ADMITTED: the admitted µs
     taken: bool = False  # the lock was free and this start took it
 
 
@@ -145,11 +147,21 @@ class Store:
         until: str = "finished",
         slots: tuple[Slot, ...] = (),
         queue: bool = True,
+        reserve: bool = True,
+        slot_us: int | None = None,
+        admit_within: float = 0.0,
     ) -> Start:
         """Decide whether ``owner`` may start: lock ``lock`` (an identity, if unique)
         for the execution ``token``, take every semaphore of ``slots`` (all or
-        nothing; when busy, wait in line if ``queue``) and count one start against
-        every ``(identity, rate)`` in ``rates``."""
+        nothing; when busy, wait in line if ``queue``) and admit one start under every
+        ``(identity, rate)`` in ``rates`` (one identity, several limits that all hold).
+
+        Over a limit, ``owner`` reserves the earliest slot that keeps every limit,
+        after the key's other waiters (not with ``reserve=False``); ``slot_us`` is
+        the slot a re-sent message carries, so that it keeps its place even if its
+        reservation was forgotten. A slot at most ``admit_within`` seconds away is
+        admitted at once, logged at that slot: ``now_us`` is the slot and ``wait``
+        the time left until it, which the caller waits before starting."""
         keys: list[str] = []
         if lock is not None:
             keys += self.keys.lock_keys(lock, task_name, owner)
@@ -157,8 +169,17 @@ class Store:
             keys += [self.keys.semaphores, self.keys.semaphore_sequence, self.keys.slots(owner)]
             for slot in slots:
                 keys += self.keys.semaphore(slot.name)
+        identities = {identity for identity, _rate in rates}
+        if len(identities) > 1:
+            raise ValueError(f"the limits of one start share one key, not {sorted(identities)}")
+        rate_key = identities.pop() if identities else ""
         if rates:
-            keys += [self.keys.rates, self.keys.rate_details]
+            keys += [
+                self.keys.rates,
+                self.keys.rate_details,
+                self.keys.rate(rate_key),
+                self.keys.rate_queue(rate_key),
+            ]
         args: list[Any] = [
             _flag(lock is not None),
             owner,
@@ -170,16 +191,25 @@ class Store:
             until,
             len(slots),
             _flag(queue),
+            rate_key,
+            _flag(reserve),
+            "" if slot_us is None else int(slot_us),
+            int(admit_within * 1_000_000),
         ]
         for slot in slots:
             args += [slot.name, slot.tickets, slot.capacity]
-        for identity, rate in rates:
-            keys.append(self.keys.rate(identity))
-            args += [rate.times, int(rate.per * 1_000_000), identity]
+        for _identity, rate in rates:
+            args += [rate.times, int(rate.per * 1_000_000)]
         status, holder, wait_ms, now_us, taken = self.call("start", keys, args)
         return Start(
             Started(status), scripts.text(holder), max(0, wait_ms) / 1000, int(now_us), bool(taken)
         )
+
+    def only_after(self, key: str, seconds: float, owner: str = "") -> bool:
+        """True if no call for ``key`` returned True in the last ``seconds`` (Redis
+        clock); a True starts a new interval."""
+        ms = max(1, int(seconds * 1000))
+        return bool(self.call("only_after", [self.keys.after(key)], [ms, owner]))
 
     def release(self, identity: str, owner: str, task_name: str) -> bool:
         """Delete the lock of ``identity`` if ``owner`` still holds it."""

@@ -45,10 +45,20 @@ class Layout:
 
     @property
     def rate_prefix(self) -> str:
-        return f"{self.tag}:rate:"
+        # Admissions of a rate-limit key (a zset; the list of earlier snapshots was
+        # named ":rate:", so a leftover of that type is never read, just expires).
+        return f"{self.tag}:admitted:"
 
     def rate(self, identity: str) -> str:
         return f"{self.rate_prefix}{identity}"
+
+    @property
+    def rate_queue_prefix(self) -> str:
+        return f"{self.tag}:rateq:"
+
+    def rate_queue(self, identity: str) -> str:
+        """Reservations of the waiters of one rate-limit key (zset: task id -> slot)."""
+        return f"{self.rate_queue_prefix}{identity}"
 
     @property
     def rates(self) -> str:
@@ -57,6 +67,10 @@ class Layout:
     @property
     def rate_details(self) -> str:
         return f"{self.tag}:rates:details"
+
+    def after(self, key: str) -> str:
+        """The marker of ``only_after(key, ...)``."""
+        return f"{self.tag}:after:{key}"
 
     @property
     def key_tag(self) -> str:

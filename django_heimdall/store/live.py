@@ -33,15 +33,25 @@ class LockPage(NamedTuple):
     locks: list[LockInfo]
 
 
+class LimitState(NamedTuple):
+    """One limit of a rate-limit key and what its current window counted."""
+
+    times: int
+    per: float  # seconds
+    starts: int  # admissions in the window that ends now
+
+
 class RateWindow(NamedTuple):
     """The state of one rate-limit key on the Redis clock."""
 
     identity: str
     task: str
-    times: int
+    times: int  # the first limit's (see ``limits`` for all of them)
     per: float  # seconds
-    starts: int  # starts counted in the window that ends now
-    next_slot_in: float  # seconds until another start is allowed (0: now)
+    starts: int  # admissions counted in the first limit's window that ends now
+    next_slot_in: float  # seconds until a start arriving now may run (0: now)
+    limits: tuple[LimitState, ...] = ()
+    waiting: int = 0  # tasks holding a reservation (waiting for their slot)
 
 
 class RatePage(NamedTuple):
@@ -184,22 +194,32 @@ class LiveState:
                 return released
 
     def rate_windows(self, offset: int = 0, limit: int = 100) -> RatePage:
-        """Rate-limit keys that counted a start in their current window, one page."""
+        """Rate-limit keys with an admission in their current window or a waiting
+        task, one page."""
         now, total, rows = self.store.call(
             "rate_windows",
             [self.keys.rates, self.keys.rate_details],
-            [offset, limit, self.keys.rate_prefix],
+            [offset, limit, self.keys.rate_prefix, self.keys.rate_queue_prefix],
         )
         now = int(now)
         windows = []
-        for identity, details, starts, oldest in rows:
-            task, times, window = [*scripts.text(details).split("\t"), "", "0", "0"][:3]
-            oldest = int(oldest)
-            window_us = int(window)
-            wait = max(0, oldest + window_us - now) if oldest >= 0 else 0
+        for identity, details, starts, waiting, slot in rows:
+            task, *numbers = scripts.text(details).split("\t")
+            limits = tuple(
+                LimitState(int(times), int(window) / 1e6, int(count))
+                for times, window, count in zip(numbers[0::2], numbers[1::2], starts, strict=False)
+            )
+            first = limits[0] if limits else LimitState(0, 0.0, 0)
             windows.append(
                 RateWindow(
-                    scripts.text(identity), task, int(times), window_us / 1e6, starts, wait / 1e6
+                    scripts.text(identity),
+                    task,
+                    first.times,
+                    first.per,
+                    first.starts,
+                    max(0, int(slot) - now) / 1e6,
+                    limits,
+                    int(waiting),
                 )
             )
         return RatePage(int(total), windows)

@@ -32,6 +32,7 @@ NAMES = (
     "beat_lead",
     "beat_resign",
     "locks_page",
+    "only_after",
     "publish_overrides",
     "rate_windows",
     "release",

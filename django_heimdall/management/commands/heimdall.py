@@ -175,12 +175,18 @@ class Command(BaseCommand):
     def handle_rates(self, *, json: bool, **options: Any) -> None:
         windows = live().rate_windows(0, 10_000).windows
         if json:
-            self._json([window._asdict() for window in windows])
+            self._json(
+                [
+                    {**window._asdict(), "limits": [limit._asdict() for limit in window.limits]}
+                    for window in windows
+                ]
+            )
             return
         for w in windows:
+            limits = ", ".join(f"{x.times}/{x.per:g}s ({x.starts} started)" for x in w.limits)
             self.stdout.write(
-                f"{w.identity}  task={w.task}  limit={w.times}/{w.per:g}s  "
-                f"starts={w.starts}  next slot in {w.next_slot_in:.2f}s"
+                f"{w.identity}  task={w.task}  limits={limits}  waiting={w.waiting}  "
+                f"next slot in {w.next_slot_in:.2f}s"
             )
         self.stdout.write(f"{len(windows)} rate-limit key(s) in use")
 

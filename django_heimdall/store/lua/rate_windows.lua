@@ -1,9 +1,11 @@
--- One page of rate-limit keys with a start in their current window.
--- KEYS[1] rate registry (zset: window end ms -> identity)
--- KEYS[2] its details (hash: identity -> "task\ttimes\twindow µs")
--- ARGV[1] offset   ARGV[2] page size   ARGV[3] log key prefix ("{prefix}:rate:")
--- Returns {now µs, total, rows}; a row is {identity, details, starts in the window
--- that ends now, the times-th most recent start in µs or -1 when fewer are logged}.
+-- One page of rate-limit keys with a start in their current window or a waiter.
+-- KEYS[1] rate registry (zset: window or last reservation end ms -> identity)
+-- KEYS[2] its details (hash: identity -> "task\ttimes\twindow µs[\ttimes\twindow µs...]")
+-- ARGV[1] offset   ARGV[2] page size   ARGV[3] admissions key prefix ("{prefix}:admitted:")
+-- ARGV[4] reservation key prefix ("{prefix}:rateq:")
+-- Returns {now µs, total, rows}; a row is {identity, details, {starts in the window
+-- of each limit that ends now}, waiters holding a reservation, the slot (µs) a
+-- start arriving now would get}.
 local now, now_ms = clock()
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(now_ms))
 if #gone > 0 then
@@ -15,22 +17,19 @@ local ids = redis.call('ZRANGE', KEYS[1], ARGV[1], tonumber(ARGV[1]) + tonumber(
 local rows = {}
 for _, identity in ipairs(ids) do
   local details = redis.call('HGET', KEYS[2], identity) or ''
-  local times, window = string.match(details, '\t(%d+)\t(%d+)$')
-  local log = ARGV[3] .. identity
-  local starts, oldest = 0, -1
-  if times then
-    local since = now - tonumber(window)
-    -- Binary search for the first start at or before the window's beginning
-    -- (the log is newest first), which is the count of starts inside it.
-    local lo, hi = 0, redis.call('LLEN', log)
-    local len = hi
-    while lo < hi do
-      local mid = math.floor((lo + hi) / 2)
-      if tonumber(redis.call('LINDEX', log, mid)) > since then lo = mid + 1 else hi = mid end
-    end
-    starts = lo
-    if len >= tonumber(times) then oldest = tonumber(redis.call('LINDEX', log, times - 1)) end
+  local log, queue = ARGV[3] .. identity, ARGV[4] .. identity
+  local limits, most = {}, 0
+  for times, window in string.gmatch(details, '\t(%d+)\t(%d+)') do
+    limits[#limits + 1] = {tonumber(times), tonumber(window)}
+    most = math.max(most, tonumber(times))
   end
-  rows[#rows + 1] = {identity, details, starts, fmt(oldest)}
+  local admitted, reserved = rate_entries(log, queue, math.max(most, 1))
+  local starts = {}
+  for i, limit in ipairs(limits) do
+    starts[i] = redis.call('ZCOUNT', log, '(' .. fmt(now - limit[2]), fmt(now))
+  end
+  local slot = math.max(reserved[1] or now, rate_free_at(limits, admitted, reserved, now))
+  local waiting = redis.call('ZCARD', queue)
+  rows[#rows + 1] = {identity, details, starts, waiting, fmt(slot)}
 end
 return {fmt(now), total, rows}

@@ -4,28 +4,33 @@
 --       registry and the owner pointer; then, when ARGV[9] > 0, the semaphore
 --       registry, the waiters' sequence, the slots pointer (task id -> semaphores
 --       held or waited for) and the holders, line and details of each semaphore;
---       then, when there are rate limits, the rate
---       registry (zset: window end ms -> identity), its details (hash: identity ->
---       "task\ttimes\twindow µs") and one sliding-window log per limit (a list of
---       start times in µs, newest first, capped at `times` entries).
+--       then, when there are rate limits, the rate registry (zset: window or last
+--       reservation end ms -> identity), its details (hash: identity ->
+--       "task\ttimes\twindow µs[\ttimes\twindow µs...]"), the key's admissions log
+--       and its reservations (zset: task id -> slot µs).
 -- ARGV[1] "1" if the task is unique   ARGV[2] task id   ARGV[3] lease ms
 -- ARGV[4] "1" to renew the lease when the task starts   ARGV[5] task name
 -- ARGV[6] argument preview   ARGV[7] execution token (host:pid:random)
 -- ARGV[8] when the lock ends: "finished", "started" (given back once admitted, in
 -- this script) or "expired" (kept after the task ends, until its lease runs out)
 -- ARGV[9] number of semaphores   ARGV[10] "1" to queue FIFO when a semaphore is busy
--- (on_busy "defer")   then per semaphore: name, tickets, capacity; then per rate
--- limit: times, window µs, identity
--- Returns {status, holder, wait ms, now µs, taken}: status 20 = start (the lock is
--- ours, marked running under this token, and the start was counted in every
--- window), 21 = duplicate (another task holds the lock, wait = its lease left;
--- nothing changed), 22 = over a rate limit, retry after wait (the lock, if any, is
--- kept for this task and its lease covers the wait; nothing was counted), 23 = a
--- second delivery of a message whose execution still runs (nothing changed),
--- 25 = a semaphore is busy: holder = its name, wait = when its tickets should be
--- free (queued in its line when ARGV[10] is "1"; the lock's lease covers the wait),
--- 29 = this task was replaced while queued (holder = its replacement; nothing changed);
--- taken = 1 when this call took a free lock (the task came without one).
+-- (on_busy "defer")   ARGV[11] rate-limit identity ("" without limits)
+-- ARGV[12] "1" to reserve a slot when over a limit   ARGV[13] the slot (µs) the
+-- message carries, or ""   ARGV[14] µs: a slot at most this far ahead is admitted at
+-- once (the caller waits for it in the process)
+-- then per semaphore: name, tickets, capacity; then per rate limit: times, window µs
+-- Returns {status, holder, wait ms, µs, taken}: status 20 = start (the lock is ours,
+-- marked running under this token, the semaphores are taken, and the start was
+-- logged as an admission at the returned µs, `wait` ms from now: the caller starts
+-- the body no earlier), 21 = duplicate (another task holds the lock, wait = its
+-- lease left; nothing changed), 22 = over a rate limit, come back after wait (the
+-- task holds a reservation for that slot unless ARGV[12] is "0"; the lock, if any, is
+-- kept for this task and its lease covers the wait), 23 = a second delivery of a
+-- message whose execution still runs (nothing changed), 25 = a semaphore is busy:
+-- holder = its name, wait = when its tickets should be free (queued in its line when
+-- ARGV[10] is "1"; the lock's lease covers the wait), 29 = this task was replaced
+-- while queued (holder = its replacement; nothing changed); taken = 1 when this
+-- call took a free lock (the task came without one).
 local now, now_ms = clock()
 local unique = ARGV[1] == '1'
 local owner = ARGV[2]
@@ -61,7 +66,7 @@ local sem_first = first  -- KEYS[sem_first + 1 .. 3]: registry, sequence, slots 
 local reqs = {}
 for i = 1, sems do
   local key = sem_first + 3 * i
-  local arg = 7 + 3 * i
+  local arg = 11 + 3 * i
   reqs[i] = {k = {KEYS[key + 1], KEYS[key + 2], KEYS[key + 3]}, name = ARGV[arg + 1],
     tickets = tonumber(ARGV[arg + 2]), capacity = tonumber(ARGV[arg + 3])}
 end
@@ -83,51 +88,66 @@ if sems > 0 then
   end
 end
 
--- Limit i has its log at KEYS[first + 2 + i] and its values at ARGV[ra + 3i .. ra + 2 + 3i].
-local ra = 8 + 3 * sems
-local limits = (#ARGV - 10 - 3 * sems) / 3
-local wait = 0
-for i = 1, limits do
-  local times = tonumber(ARGV[ra + 3 * i])
-  -- The times-th most recent start must lie a whole window in the past.
-  local oldest = redis.call('LINDEX', KEYS[first + 2 + i], times - 1)
-  if oldest then
-    wait = math.max(wait, tonumber(oldest) + tonumber(ARGV[ra + 1 + 3 * i]) - now)
+-- Rate limits: one admissions log and one reservation queue per key, every limit
+-- checked against both in this one call.
+local limits, most, longest = {}, 0, 0
+local admitted_at = now
+for i = 15 + 3 * sems, #ARGV, 2 do
+  local times, window = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  limits[#limits + 1] = {times, window}
+  most, longest = math.max(most, times), math.max(longest, window)
+end
+if #limits > 0 then
+  local registry, details = KEYS[first + 1], KEYS[first + 2]
+  local log, queue = KEYS[first + 3], KEYS[first + 4]
+  -- A reservation whose slot is long past was abandoned (revoked, lost): forgotten
+  -- here; until then it holds its slot, so it can waste one but never add one.
+  local grace = longest + RESERVATION_GRACE_US
+  redis.call('ZREMRANGEBYSCORE', queue, '-inf', fmt(now - grace))
+  local mine = tonumber(redis.call('ZSCORE', queue, owner) or ARGV[13])
+  local admitted, reserved = rate_entries(log, queue, most)
+  local slot
+  if mine then
+    -- A reserved task: later slots were given out counting its own, so it runs at
+    -- its slot, or as soon after as the admissions allow (it arrived late).
+    slot = math.max(mine, rate_free_at(limits, admitted, {}, now))
+  else
+    -- FIFO: after every waiter, where admissions and reservations leave room.
+    slot = math.max(reserved[1] or now, rate_free_at(limits, admitted, reserved, now))
   end
-end
-if wait > 0 then
-  local wait_ms = math.ceil(wait / 1000)
-  if unique then
-    -- The lease covers the wait: no copy takes the key while this task is deferred.
-    extend_lock(KEYS, ARGV[5], lease + wait_ms, now_ms)
+  local slot_ms = math.ceil(slot / 1000)
+  redis.call('ZADD', registry, 'GT', fmt(slot_ms + math.ceil(longest / 1000)), ARGV[11])
+  local spec = ARGV[5]
+  for _, limit in ipairs(limits) do
+    spec = spec .. '\t' .. fmt(limit[1]) .. '\t' .. fmt(limit[2])
   end
-  return {22, owner, wait_ms, fmt(now), taken}
-end
-local registry_until = 0
-for i = 1, limits do
-  local log, times = KEYS[first + 2 + i], ARGV[ra + 3 * i]
-  local window, identity = tonumber(ARGV[ra + 1 + 3 * i]), ARGV[ra + 2 + 3 * i]
-  local until_ms = now_ms + math.ceil(window / 1000)
-  registry_until = math.max(registry_until, until_ms)
-  redis.call('LPUSH', log, fmt(now))
-  redis.call('LTRIM', log, 0, tonumber(times) - 1)
-  redis.call('PEXPIRE', log, math.ceil(window / 1000))
-  redis.call('ZADD', KEYS[first + 1], fmt(until_ms), identity)
-  redis.call('HSET', KEYS[first + 2], identity, ARGV[5] .. '\t' .. times .. '\t' .. fmt(window))
-end
-if limits > 0 then
+  redis.call('HSET', details, ARGV[11], spec)
   -- Forget registry entries whose window emptied (a few per start: bounded work),
   -- and let the registry expire with its last window.
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[first + 1], '-inf', fmt(now_ms), 'LIMIT', 0, 16)
+  local gone = redis.call('ZRANGEBYSCORE', registry, '-inf', fmt(now_ms), 'LIMIT', 0, 16)
   if #gone > 0 then
-    redis.call('ZREM', KEYS[first + 1], unpack(gone))
-    redis.call('HDEL', KEYS[first + 2], unpack(gone))
+    redis.call('ZREM', registry, unpack(gone))
+    redis.call('HDEL', details, unpack(gone))
   end
-  for _, key in ipairs({KEYS[first + 1], KEYS[first + 2]}) do
-    if redis.call('PTTL', key) < registry_until - now_ms then
-      redis.call('PEXPIREAT', key, registry_until)
+  local last = tonumber(redis.call('ZRANGE', registry, -1, -1, 'WITHSCORES')[2])
+  keep_until(registry, last, now_ms)
+  keep_until(details, last, now_ms)
+  if slot > now + tonumber(ARGV[14]) then
+    local wait_ms = math.ceil((slot - now) / 1000)
+    if ARGV[12] == '1' then
+      redis.call('ZADD', queue, fmt(slot), owner)
+      keep_until(queue, math.ceil((slot + grace) / 1000), now_ms)
     end
+    if unique then
+      -- The lease covers the wait: no copy takes the key while this task waits.
+      extend_lock(KEYS, ARGV[5], lease + wait_ms, now_ms)
+    end
+    return {22, owner, wait_ms, fmt(now), taken}
   end
+  -- Admitted: at once, or at its slot a moment from now (logged at that instant,
+  -- so the bound holds for the time the body starts, not the time of this call).
+  redis.call('ZREM', queue, owner)
+  admitted_at = log_admission(log, slot, most, longest, now)
 end
 if sems > 0 then
   sems_take(reqs, KEYS[sem_first + 1], KEYS[sem_first + 3], owner, ARGV[7], lease, ARGV[5], now_ms)
@@ -143,4 +163,4 @@ elseif unique then
     extend_lock(KEYS, ARGV[5], lease, now_ms)
   end
 end
-return {20, owner, 0, fmt(now), taken}
+return {20, owner, math.ceil((admitted_at - now) / 1000), fmt(admitted_at), taken}
