@@ -5,7 +5,8 @@ scheduler) or ``"django_heimdall.beat:DatabaseScheduler"`` (django-celery-beat's
 Every tick the leader renews its lease in Redis and standbys try to take it; before
 sending, the leader claims the occurrence (entry, scheduled fire time), so that even
 two beats that both believe they lead send it at most once. An occurrence whose task
-is unique and whose lock is held is not sent at all.
+is unique and whose lock is held, or whose concurrency slot or resource tickets are
+taken while it would skip when busy, is not sent at all.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from celery import beat, schedules
 from celery.utils.time import maybe_make_aware
 
-from . import keys, signals
+from . import signals
 from .conf import heimdall_settings
 from .store import get_store
 from .store.beat import BeatStore, Claimed, Led
@@ -149,10 +150,10 @@ class LeaderMixin:
         leadership = self.leadership
         occurrence = occurrence_ms(entry)
         task = self.app.tasks.get(entry.task)
-        lock = _lock_identity(task, entry)
+        lock, slots = _policy_checks(task, entry)
         try:
             claim = leadership.store().claim(
-                leadership.beat_id, entry.name, occurrence, entry.task, lock
+                leadership.beat_id, entry.name, occurrence, entry.task, lock, slots
             )
         except Exception as exc:
             leadership.step_down(f"cannot claim {entry.name}: {exc}")
@@ -176,6 +177,16 @@ class LeaderMixin:
             signals.beat_skipped.send(
                 sender=task, entry=entry.name, occurrence=occurrence, holder=claim.holder, key=lock
             )
+        elif claim.status == Claimed.BUSY:
+            logger.info(
+                "beat: %s (%s) not sent: %s has no free ticket (on_busy='skip')",
+                tag,
+                entry.task,
+                claim.holder,
+            )
+            signals.beat_skipped.send(
+                sender=task, entry=entry.name, occurrence=occurrence, holder=None, key=claim.holder
+            )
         elif claim.status == Claimed.NOT_LEADER:
             leadership.step_down(f"lost the leader lease before sending {tag}")
         elif claim.status == Claimed.AHEAD:
@@ -197,18 +208,22 @@ class LeaderMixin:
         return "\n".join(filter(None, [super().info, lease]))  # type: ignore[misc]
 
 
-def _lock_identity(task: Any, entry: Any) -> str | None:
-    """The unique lock the entry's call would take, if its task is unique."""
+def _policy_checks(task: Any, entry: Any) -> tuple[str | None, tuple[Any, ...]]:
+    """What an occurrence of ``entry`` is checked against before it is sent: the
+    unique lock its call would take (if its task is unique), and the concurrency
+    slot and resource tickets it would need (if it would be skipped when busy)."""
     from .task import HeimdallTask
 
     if not isinstance(task, HeimdallTask):
-        return None
+        return None, ()
     policy = task.heimdall_policy
-    if not policy.unique:
-        return None
+    skips = policy.on_busy == "skip" and (policy.concurrency_limit or policy.resources)
+    if not policy.unique and not skips:
+        return None, ()
     args = beat._evaluate_entry_args(entry.args)
     kwargs = beat._evaluate_entry_kwargs(entry.kwargs)
-    return keys.identity(task, policy, args, kwargs).lock
+    lock, _rate_key, _rates, _preview, slots = task._heimdall_plan(policy, None, args, kwargs)
+    return lock, tuple(slots) if skips else ()
 
 
 class Scheduler(LeaderMixin, beat.PersistentScheduler):

@@ -293,6 +293,48 @@ def test_skipped_occurrence_sends_a_signal_and_no_message(tmp_path, heimdall_pre
     assert (occurrence.outcome, occurrence.holder) == ("skipped", held.id)
 
 
+def test_occurrence_of_a_skipping_task_whose_resource_is_taken_is_not_sent(
+    tmp_path, heimdall_prefix
+):
+    """on_busy="skip" and the resource's only ticket taken: the leader claims the
+    occurrence, signals, and publishes nothing; once the ticket is free it sends."""
+    from django_heimdall import mutex
+
+    queue = f"{heimdall_prefix}-beat"
+    scheduler = Scheduler(app=celery_app, schedule_filename=str(tmp_path / "schedule"))
+    received = []
+
+    def receiver(sender, **kwargs):
+        received.append(kwargs)
+
+    def due(name):
+        return scheduler.add(
+            name=name,
+            task=tasks.skips_single.name,
+            schedule=1.0,
+            args=("beat",),
+            options={"queue": queue},
+            last_run_at=datetime.datetime.now(datetime.timezone.utc)
+            - datetime.timedelta(seconds=5),
+        )
+
+    signals.beat_skipped.connect(receiver)
+    try:
+        scheduler.leadership.refresh()
+        with mutex("single"):
+            scheduler.apply_entry(due("skipper"), producer=scheduler.producer)
+            assert messages(queue) == []
+        scheduler.apply_entry(due("skipper-later"), producer=scheduler.producer)
+    finally:
+        signals.beat_skipped.disconnect(receiver)
+        scheduler.close()
+    assert len(messages(queue)) == 1  # sent once the ticket was free
+    (kwargs,) = received
+    assert kwargs["entry"] == "skipper" and kwargs["key"] == "resource:single"
+    outcomes = [(o.entry, o.outcome) for o in beat_state().recent()]
+    assert ("skipper", "skipped") in outcomes and ("skipper-later", "sent") in outcomes
+
+
 # -- real beat processes --------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from enum import IntEnum
 from typing import Any, NamedTuple
 
 from . import scripts
-from .decisions import Store
+from .decisions import Slot, Store
 from .live import _datetime
 
 # A claim (and the history) outlives the last occurrence of its entry this long,
@@ -42,6 +42,7 @@ class Claimed(IntEnum):
     LOCKED = 55  # claimed, but its task's unique lock is held: not sent
     NOT_LEADER = 56
     AHEAD = 57  # the occurrence is ahead of the Redis clock
+    BUSY = 58  # claimed, but a slot or ticket its task needs is taken (on_busy "skip")
 
 
 class Resigned(IntEnum):
@@ -102,13 +103,22 @@ class BeatStore:
         return status == Resigned.RESIGNED
 
     def claim(
-        self, beat_id: str, entry: str, occurrence_ms: int, task: str, lock: str | None = None
+        self,
+        beat_id: str,
+        entry: str,
+        occurrence_ms: int,
+        task: str,
+        lock: str | None = None,
+        slots: tuple[Slot, ...] = (),
     ) -> Claim:
         """Claim occurrence ``occurrence_ms`` of ``entry`` for the leader ``beat_id``;
-        ``lock`` (an identity) is the unique lock its call would take."""
+        ``lock`` (an identity) is the unique lock its call would take, ``slots`` the
+        semaphores it would need (checked, not taken)."""
         keys = [self.keys.beat_leader, self.keys.beat_claims, self.keys.beat_history]
         if lock is not None:
             keys.append(self.keys.lock(lock))
+        for slot in slots:
+            keys += self.keys.semaphore(slot.name)
         status, holder = self.store.call(
             "beat_claim",
             keys,
@@ -120,6 +130,9 @@ class BeatStore:
                 CLAIMS_KEPT_MS,
                 HISTORY_LENGTH,
                 CLOCK_TOLERANCE_MS,
+                "1" if lock is not None else "0",
+                len(slots),
+                *(v for slot in slots for v in (slot.name, slot.tickets, slot.capacity)),
             ],
         )
         return Claim(Claimed(status), scripts.text(holder) or "")
