@@ -76,7 +76,8 @@ class PolicyOverride(models.Model):
             try:
                 parse_option(name, value, dotted_paths=True)
             except OptionError as exc:
-                errors[name] = f"{exc.message} {exc.hint}"
+                # One sentence for an admin user: the hints speak of Python values.
+                errors[name] = exc.message
         from .services import registered_task
 
         task = registered_task(self.task_name)

@@ -48,7 +48,7 @@ def parse_rate(value: Any) -> Rate:
         unit = match and match.group(3).lower()
         if not match or unit not in _UNITS or (match.group(2) is None and not unit):
             raise ValueError(
-                f"{value!r} is not a rate; write it as 'times/period', e.g. '10/m' or '2/60s'"
+                f"{value!r} is not a rate; write it as calls per period, such as 10/m or 2/60s"
             )
         times = int(match.group(1))
         per = float(match.group(2) or 1) * _UNITS[unit]

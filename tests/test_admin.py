@@ -461,3 +461,26 @@ def test_override_form_takes_several_limits_and_the_pages_show_each(admin_client
     get_store().start("t0", task_name="tests.tasks.limited", rates=rates)
     content = admin_client.get(RATES).content.decode()
     assert "10 / 1 s<br>1000 / 86400 s" in content
+
+
+def test_override_form_rate_error_is_one_sentence_for_an_admin_user(admin_client):
+    response = admin_client.post(
+        reverse("admin:heimdall_policyoverride_add"),
+        {"task_name": "tests.tasks.limited", "enabled": "on", "rate_limit": "10/fortnight"},
+    )
+    (error,) = response.context["adminform"].form.errors["rate_limit"]
+    assert error.endswith(".") and error.count(". ") == 0  # one sentence
+    assert "RateLimit(" not in error and "callable" not in error  # no Python advice
+    assert "10/m" in error
+
+
+def test_override_form_takes_names_without_brackets_and_starts_empty(admin_client):
+    add = reverse("admin:heimdall_policyoverride_add")
+    form = admin_client.get(add).context["adminform"].form
+    assert not form["unique_on"].value()  # not "null"
+    response = admin_client.post(
+        add,
+        {"task_name": "tests.tasks.unique_typed", "enabled": "on", "unique_on": "when, ident"},
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert PolicyOverride.objects.get().options == {"unique_on": ["when", "ident"]}
