@@ -89,6 +89,7 @@ def test_every_other_admin_page_fits_and_is_pictured(
 ):
     from selenium.webdriver.common.by import By
 
+    from django_heimdall import mutex
     from django_heimdall.ratelimits import Rate
     from django_heimdall.store.beat import BeatStore
 
@@ -104,6 +105,8 @@ def test_every_other_admin_page_fits_and_is_pictured(
             f"r{n}", task_name="tests.tasks.limited", rates=(("tests.tasks.limited", Rate(5, 60)),)
         )
     BeatStore(store).lead("beat-1", 30_000, "scheduler-host", 4242)
+    ticket = mutex("single")
+    ticket.__enter__()
     log_in(browser, live_server)
 
     pages = [
@@ -135,6 +138,7 @@ def test_every_other_admin_page_fits_and_is_pictured(
             "beat-leader.png",
             "scheduler-host",
         ),
+        ("heimdall_concurrencyslot_changelist", (), "#content-main", "concurrency.png", "single"),
     ]
     for name, args, selector, picture, expected in pages:
         browser.get(f"{live_server.url}{reverse(f'admin:{name}', args=args)}")
@@ -145,3 +149,4 @@ def test_every_other_admin_page_fits_and_is_pictured(
         assert expected in page_text, name
         assert_fits(browser, selector)
         screenshot(browser, picture)
+    ticket.__exit__(None, None, None)
