@@ -1,4 +1,4 @@
-"""The chart of ``python -m benchmarks``: one PNG, four panels (matplotlib, Agg)."""
+"""The chart of ``python -m benchmarks``: one PNG, eight panels (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _panel(
 
 def chart(results: dict[str, Any], path: Path) -> None:
     data = {name: found["data"] for name, found in results["sections"].items()}
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    fig, axes = plt.subplots(4, 2, figsize=(12, 17))
     ratio = data.get("enqueue", {}).get("ratio", {})
     names = [n for n in results["contenders"] if f"{n}:first" in ratio]
     _panel(
@@ -97,14 +97,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
         got = {(r["limit"], r["contender"]): value(r) for r in runs}
         series = {c: [got.get((limit, c)) for limit in limits] for c in contenders}
         _panel(ax, title, limits, series, line, label)
+    _backlog(axes[2], data.get("backlog", {}).get("runs", []))
+    _concurrency(axes[3], data.get("concurrency", {}))
     run = results["run"]
     fig.suptitle(
         f"django-heimdall vs plain Celery and peers ({run['mode']} run {run['started']}; "
         f"Python {run['versions']['python']}, Celery {run['versions']['celery']}, "
-        f"Redis {run['redis_server']}, {run['cpus']} CPUs)",
+        f"Redis {run['redis_server']}, {run['cpus']} CPUs)" + run.get("note", ""),
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -117,10 +119,41 @@ def _notes(data: dict[str, Any]) -> dict[str, str]:
         notes["throughput ratio"] = f"{tp['ratio']:.3f} (-c {tp['params']['concurrency']})"
     if eager := data.get("eager"):
         notes["eager .delay()"] = f"{eager['ratio']['django-heimdall']:.2f} x plain"
-    if backlog := data.get("backlog"):
-        tau, publishes = backlog["Kendall tau (start vs enqueue order)"], "publishes per task"
-        notes[f"backlog {backlog['rate']}"] = f"tau {tau:.2f}, {backlog[publishes]:.2f} {publishes}"
     for name, page in data.get("admin", {}).get("pages", {}).items():
         if name.startswith(("(a)", "(b)")):
             notes[f"admin {name.split(' ', 1)[1]}"] = f"{page['ms']['median']:.1f} ms median"
     return notes
+
+
+def _backlog(axes: Any, runs: list[dict[str, Any]]) -> None:
+    """Publishes per task and Kendall tau of each backlog, per contender."""
+    groups = list(dict.fromkeys(f"{r['backlog']} at {r['limit']}" for r in runs))
+    contenders = list(dict.fromkeys(r["contender"] for r in runs))
+    for ax, key, title, line, label in (
+        (axes[0], "publishes_per_task", "4a. Backlog: publishes per task", 2.1, "target ≤ 2.1"),
+        (axes[1], "tau", "4b. Backlog: Kendall tau, start vs enqueue order", 0.95, "target ≥ 0.95"),
+    ):
+        got = {(f"{r['backlog']} at {r['limit']}", r["contender"]): r[key] for r in runs}
+        series = {c: [got.get((g, c)) for g in groups] for c in contenders}
+        _panel(ax, f"{title} (django-heimdall: FIFO)", groups, series, line, label)
+    if loose := [r for r in runs if r["max_in_window"] > r["times"]]:
+        most = ", ".join(f"{r['max_in_window']} at {r['limit']}" for r in loose)
+        note = f"{', '.join(dict.fromkeys(r['contender'] for r in loose))} did not hold the "
+        note += f"limit (most starts in one window: {most}): the backlog starts at once, "
+        note += "with ~1 publish per task and no order to keep"
+        for ax in axes:
+            ax.set_xlabel(textwrap.fill(note, 90), fontsize=7)
+
+
+def _concurrency(axes: Any, data: dict[str, Any]) -> None:
+    """Throughput with a non-binding concurrency_limit; re-sends of a backlog per hold."""
+    tps = data.get("tasks_per_s", {})
+    groups = ["plain", "django-heimdall\nconcurrency_limit not binding"] if tps else []
+    title = "5a. Concurrency limit: worker throughput (tasks/s)"
+    line = tps.get("plain", 0) * 0.9
+    _panel(axes[0], title, groups, {"tasks/s": list(tps.values())}, line, "0.90 of plain", "{:.0f}")
+    backlogs = data.get("backlogs", [])
+    groups = [f"hold ~{b['hold']:g} s" for b in backlogs]
+    series = {name: [b[f"resends_{name}"] for b in backlogs] for name in ("mean", "p95", "max")}
+    title = "5b. Backlog behind concurrency_limit=4: re-sends per task"
+    _panel(axes[1], title, groups, series, 3.0, "target: mean ≤ 3")

@@ -1,15 +1,17 @@
 """The suite's measurements against plain Celery and the peers, one section each
 (see ``benchmarks.measure``): enqueue, eager mode, worker throughput, rate-limit
-accuracy, and a backlog through a rate limit. All through the public API:
+accuracy, backlogs through a rate limit, and concurrency limits. All through the public API:
 ``HeimdallTask``, ``apply_async``/``delay``, ``request.heimdall_started_at``."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -18,6 +20,7 @@ from celery.result import EagerResult
 from benchmarks import measure as m
 from benchmarks.measure import Context, Params, Result, Target, bound, row, table
 from django_heimdall import services
+from django_heimdall.testing import max_concurrent
 
 DH, CH, PLAIN = "django-heimdall", "celery-heimdall", "plain"
 DUPLICATE_ARGS = (-1,)  # the arguments every duplicate enqueue repeats
@@ -191,14 +194,22 @@ def batch(
     enqueue: Callable[[], Any],
     done: Callable[[], Any],
     timeout: float,
-) -> None:
-    """Start a worker on the queue of task ``name``, ``enqueue``, wait for ``done``;
-    then stop the worker and delete the queue (tasks still waiting are discarded)."""
+    warm: bool = False,
+) -> m.RedisCost:
+    """Start a worker on the queue of task ``name`` (``warm``: one warm-up task per pool
+    process first), ``enqueue``, wait for ``done``: the Redis cost of those two; then
+    stop the worker and delete the queue (tasks still waiting are discarded)."""
     queue = ctx.t.queue_of(name)
     worker = ctx.worker(queue.rsplit("-q-", 1)[1], [queue], concurrency)
     try:
-        enqueue()
-        wait_for(done, timeout, name, poll=0.1)
+        if warm:
+            run, warm_task = queue, ctx.app.tasks[ctx.t.WARM]
+            for _ in range(2 * concurrency):
+                warm_task.apply_async((run,), queue=queue)
+            warmed = ctx.t.key("warm", run)
+            wait_for(lambda: ctx.redis.llen(warmed) >= 2 * concurrency, 60, run)
+            ctx.redis.delete(warmed)
+        return ctx.counter.delta(lambda: (enqueue(), wait_for(done, timeout, name, poll=0.1)))
     finally:
         worker.stop()
         m.delete_matching(ctx.redis, *m.queue_patterns(queue))
@@ -206,9 +217,25 @@ def batch(
 
 def starts(ctx: Context, name: str) -> list[tuple[int, int, str, str]]:
     """What ``tasks.stamp_start`` recorded, in admission order: (admitted µs or 0,
-    body start µs, label, task id)."""
-    found = [line.decode().split() for line in ctx.redis.lrange(ctx.t.key("starts", name), 0, -1)]
-    return sorted((int(a.strip("-") or 0), int(b), label, i) for a, b, label, i in found)
+    body start µs, label, task id); the record is deleted (a task runs again)."""
+    return sorted(
+        (int(a.strip("-") or 0), int(b), label, i)
+        for a, b, label, i in _take(ctx, ctx.t.key("starts", name))
+    )
+
+
+def _take(ctx: Context, key: str) -> list[list[str]]:
+    """The lines of a list the tasks recorded, split; the list is deleted."""
+    found = ctx.redis.lrange(key, 0, -1)
+    ctx.redis.delete(key)
+    return [line.decode().split() for line in found]
+
+
+def publishes(ctx: Context, name: str) -> dict[str, int]:
+    """Publishes of each task id of task ``name`` (``tasks.PUBLISH_COUNTED``); deleted."""
+    found = ctx.redis.hgetall(ctx.t.key("publishes", name))
+    ctx.redis.delete(ctx.t.key("publishes", name))
+    return {task_id.decode(): int(count) for task_id, count in found.items()}
 
 
 # -- worker throughput -------------------------------------------------------------------------
@@ -230,25 +257,10 @@ def throughput(ctx: Context, p: Params) -> Result:
     completion on the Redis clock; CPU time and Redis scripts per task."""
     t = ctx.t
     kinds = {PLAIN: t.TP_PLAIN, DH: t.TP_HEIMDALL}
-    workers = {k: ctx.worker(f"tp-{k}", [t.queue_of(n)], p.concurrency) for k, n in kinds.items()}
-    rounds: list[dict[str, Any]] = []
-    try:
-        for kind, name in kinds.items():  # forks warm, connections made, scripts loaded
-            _round(ctx, workers[kind], name, min(200, p.n), f"warm-{kind}")
-        for r in range(p.rounds):
-            for kind in list(kinds)[:: 1 if r % 2 == 0 else -1]:
-                found = _round(ctx, workers[kind], kinds[kind], p.n, f"{kind}-{r}")
-                rounds.append({"kind": kind, **found})
-    finally:
-        for worker in workers.values():
-            worker.stop()
-        queues = [t.queue_of(name) for name in kinds.values()]
-        m.delete_matching(ctx.redis, *(key for q in queues for key in m.queue_patterns(q)))
+    rounds = _alternate(ctx, p, kinds, "tp")
 
     def median(kind: str, key: str, part: str = "") -> float:
-        return statistics.median(
-            r[key][part] if part else r[key] for r in rounds if r["kind"] == kind
-        )
+        return _median(rounds, kind, key, part)
 
     tps = {kind: median(kind, "tasks_per_s") for kind in kinds}
     cpu = {kind: {part: median(kind, "cpu_us", part) for part in CPU_PARTS} for kind in kinds}
@@ -287,6 +299,32 @@ def throughput(ctx: Context, p: Params) -> Result:
     data = {"params": vars(p), "rounds": rounds, "tasks_per_s": tps, "ratio": ratio}
     data.update(cpu_us_per_task=cpu, cpu_ratio=cpu_ratio, paired_ratio=paired, locks_left=left)
     return Result({**data, "scripts_per_task": scripts}, lines, found)
+
+
+def _alternate(ctx: Context, p: Params, kinds: dict[str, str], label: str) -> list[dict]:
+    """``p.rounds`` rounds of ``p.n`` tasks for each kind (its task name), alternately,
+    each kind on a prefork worker ``-c p.concurrency`` of its own, after a warm round."""
+    t, rounds = ctx.t, []
+    workers = {
+        k: ctx.worker(f"{label}-{k}", [t.queue_of(n)], p.concurrency) for k, n in kinds.items()
+    }
+    try:
+        for kind, name in kinds.items():  # forks warm, connections made, scripts loaded
+            _round(ctx, workers[kind], name, min(200, p.n), f"{label}-warm-{kind}")
+        for r in range(p.rounds):
+            for kind in list(kinds)[:: 1 if r % 2 == 0 else -1]:
+                found = _round(ctx, workers[kind], kinds[kind], p.n, f"{label}-{kind}-{r}")
+                rounds.append({"kind": kind, **found})
+    finally:
+        for worker in workers.values():
+            worker.stop()
+        queues = [t.queue_of(name) for name in kinds.values()]
+        m.delete_matching(ctx.redis, *(key for q in queues for key in m.queue_patterns(q)))
+    return rounds
+
+
+def _median(rounds: list[dict], kind: str, key: str, part: str = "") -> float:
+    return statistics.median(r[key][part] if part else r[key] for r in rounds if r["kind"] == kind)
 
 
 def _round(ctx: Context, worker: m.Worker, name: str, n: int, run: str) -> dict[str, Any]:
@@ -398,63 +436,214 @@ def _rate_run(
     }
 
 
-# -- a backlog through a rate limit ------------------------------------------------------------
+# -- backlogs through a rate limit --------------------------------------------------------------
+
+BACKLOG_HEADER = "contender | backlog | limit | executed | publishes / task | Kendall tau"
+BACKLOG_HEADER += " | most in a window | utilisation | script calls / task | run s"
+BACKLOG_ROW = (
+    "{contender} | {backlog} | {limit} | {executed} | {publishes_per_task:.2f} | {tau:.3f}"
+)
+BACKLOG_ROW += " | {max_in_window} | {util} | {script_calls_per_task:.2f} | {seconds:.1f}"
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Environment variables for the workers started meanwhile."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            os.environ.pop(name) if value is None else os.environ.update({name: value})
 
 
 @m.section(
-    "backlog", "Backlog through a rate limit", full={"n": 200, "concurrency": 4}, quick={"n": 60}
+    "backlog",
+    "Backlogs through a rate limit (FIFO)",
+    {"scenarios": [(100, 10, 1), (200, 10, 1), (400, 10, 1), (200, 2, 1)], "cap": 300},
+    {"scenarios": [(60, 10, 1), (30, 2, 1)]},
 )
 def backlog(ctx: Context, p: Params) -> Result:
-    """``n`` tasks enqueued at once, in order, to a rate-limited django-heimdall task on a
-    prefork worker: publishes and script calls per task executed, start order against
-    enqueue order (Kendall's tau), most admissions in any window, utilisation."""
-    t = ctx.t
-    (times, per), name = t.BACKLOG_RATE, t.BACKLOG
-    task, key = ctx.app.tasks[name], t.key("starts", name)
-    began: list[int] = []
-
-    def enqueue() -> None:
-        began.append(m.redis_now_us(ctx.redis))
-        for i in range(p.n):
-            task.apply_async((i,))
-
-    def run() -> None:
-        done = lambda: ctx.redis.llen(key) >= p.n  # noqa: E731
-        batch(ctx, name, p.concurrency, enqueue, done, 60 + 3 * p.n * per / times)
-
-    cost = ctx.counter.delta(run)
-    recorded = starts(ctx, name)
-    stamps, executed, window = [r[0] for r in recorded], len(recorded), per * 1_000_000
-    publishes = int(ctx.redis.get(t.key("publishes", name)) or 0)
-    measured = {
-        "executed": executed,
-        "task ids": len({r[3] for r in recorded}),
-        "publishes per task": publishes / executed,
-        "script calls per task": cost.scripts / executed,
-        "Kendall tau (start vs enqueue order)": m.kendall_tau([int(r[2]) for r in recorded]),
-        "most admissions in a window": m.max_in_window(stamps, window),
-        "admissions over the limit": m.over_limit(stamps, window, times),
-        # tasks / (duration x rate), the duration being the windows the starts occupy
-        "utilisation": executed / (((stamps[-1] - stamps[0]) / window + 1) * times),
-        "seconds from first enqueue to last start": (max(r[1] for r in recorded) - began[0]) / 1e6,
-    }
+    """Each scenario ``(n, times, per)``: ``n`` tasks enqueued at once, in order, to a
+    task limited to ``times/per``, on a warmed prefork worker ``-c 4``, for
+    django-heimdall and celery-heimdall: publishes and script calls per task, start
+    order against enqueue order (Kendall's tau), most starts in any window,
+    utilisation of the limit. ``cap``: the workers' ``DEFER_MAX_COUNTDOWN``."""
+    runs = []
+    with _environ(HEIMDALL_BENCH_DEFER_MAX_COUNTDOWN=str(p.cap)):
+        for name in (c for c in (DH, CH) if ctx.available(c)):
+            for n, times, per in p.scenarios:
+                print(f"  {name} {n} at {times}/{per}s ...", flush=True)
+                runs.append({"contender": name, **_backlog_run(ctx, name, n, times, per)})
+    rows = [BACKLOG_ROW.format(**r, util=_utilisation(r)) for r in runs]
     lines = [
-        f"{p.n} tasks enqueued at once to a task limited to {times}/{per}s, on a prefork worker "
-        f"`-c {p.concurrency}`; admissions on the Redis clock.",
+        "Tasks enqueued at once, in order, to a prefork worker `-c 4` (warmed up first) "
+        f"with `DEFER_MAX_COUNTDOWN={p.cap:g}`; starts on the Redis clock (django-heimdall: "
+        "admission; celery-heimdall: body start). Publishes: the enqueue and every re-send, "
+        "per task executed; Kendall tau of start order against enqueue order (1 = FIFO); "
+        "utilisation: (N - times) ÷ (rate x (last - first start)); script calls: "
+        "`EVALSHA`/`EVAL` per task executed.",
         "",
-        *table(
-            "measure | value",
-            (row(k, f"{v:.3f}" if isinstance(v, float) else v) for k, v in measured.items()),
-        ),
+        *table(BACKLOG_HEADER, rows, left=3),
     ]
-    most, ids = measured["most admissions in a window"], measured["task ids"]
+    if any(r["over_limit"] for r in runs):
+        lines += ["", "-: the limit did not hold (starts over the limit), so no utilisation."]
+    mine = [r for r in runs if r["contender"] == DH]
+    return Result({"params": vars(p), "runs": runs}, lines, _backlog_targets(mine))
+
+
+def _utilisation(run: dict[str, Any]) -> str:
+    """Utilisation, where the limit held (otherwise "-" and a note: it means nothing)."""
+    return "-" if run["over_limit"] else f"{run['utilisation']:.3f}"
+
+
+def _backlog_targets(runs: list[dict[str, Any]]) -> list[Target]:
+    """The worst scenario of each measure against its target."""
+    if not runs:
+        return []
+
+    def worst(key: str, op: str, limit: float, name: str) -> Target:
+        pick = max if op == "<=" else min
+        r = pick(runs, key=lambda r: r[key])
+        where = f"{r['backlog']} at {r['limit']}"
+        return bound(f"backlog: {name} (worst)", r[key], op, limit, "", f"{r[key]:.3f} ({where})")
+
     found = [
-        bound(f"backlog {times}/{per}s: most in any window", most, "<=", times, "", f"{most}"),
-        Target(
-            "backlog: each task once",
-            f"{p.n}",
-            f"{executed} starts, {ids} ids",
-            executed == ids == p.n,
-        ),
+        worst("publishes_per_task", "<=", 2.1, "publishes / task"),
+        worst("tau", ">=", 0.95, "Kendall tau"),
+        worst("utilisation", ">=", 0.95, "utilisation"),
+        worst("script_calls_per_task", "<=", 2.2, "script calls / task"),
     ]
-    return Result({"params": vars(p), "rate": f"{times}/{per}s", **measured}, lines, found)
+    over = [r for r in runs if r["max_in_window"] > r["times"]]
+    shown = ", ".join(f"{r['max_in_window']} at {r['limit']}" for r in over) or "none"
+    found.append(Target("backlog: most in any window", "<= times", f"over: {shown}", not over))
+    once = all(r["once"] for r in runs)
+    found.append(Target("backlog: each task once", "ok", str(once), once))
+    by_limit: dict[str, list[float]] = {}
+    for r in runs:
+        by_limit.setdefault(r["limit"], []).append(r["publishes_per_task"])
+    spreads = {limit: max(v) - min(v) for limit, v in by_limit.items() if len(v) > 1}
+    if spreads:
+        limit = max(spreads, key=spreads.__getitem__)
+        shown = f"{spreads[limit]:.3f} (at {limit})"
+        found.append(
+            bound("backlog: publishes / task, spread in N", spreads[limit], "<=", 0.15, "", shown)
+        )
+    return found
+
+
+def _backlog_run(ctx: Context, contender: str, n: int, times: int, per: int) -> dict[str, Any]:
+    name = ctx.t.rate_task_name(contender, times, per, "backlog")
+    if name not in ctx.app.tasks:
+        raise ValueError(f"no backlog task limited to {times}/{per}s: see tasks.BACKLOG_RATES")
+    task = ctx.app.tasks[name]
+    enqueue = lambda: [task.apply_async((i,)) for i in range(n)]  # noqa: E731
+    done = lambda: ctx.redis.llen(ctx.t.key("starts", name)) >= n  # noqa: E731
+    cost = batch(ctx, name, 4, enqueue, done, 60 + 3 * n * per / times, warm=True)
+    recorded = sorted(
+        (a if contender == DH else b, int(label), i) for a, b, label, i in starts(ctx, name)
+    )
+    sent, executed = publishes(ctx, name), len(recorded)
+    stamps = [r[0] for r in recorded]
+    span = (stamps[-1] - stamps[0]) / 1e6
+    return {
+        "backlog": n,
+        "limit": f"{times}/{per}s",
+        "times": times,
+        "per": per,
+        "executed": executed,
+        "once": executed == len({r[2] for r in recorded}) == n,
+        "publishes_per_task": sum(sent.values()) / executed,
+        "tau": m.kendall_tau([r[1] for r in recorded]),
+        "max_in_window": m.max_in_window(stamps, per * 1_000_000),
+        "over_limit": m.over_limit(stamps, per * 1_000_000, times),
+        "utilisation": (executed - times) / (times / per * span) if span else 0.0,
+        "script_calls_per_task": cost.scripts / executed,
+        "seconds": span,
+    }
+
+
+# -- concurrency limits ----------------------------------------------------------------------------
+
+CONCURRENCY_HEADER = "hold s | tasks | re-sends / task: mean | p95 | max | most running at once"
+CONCURRENCY_HEADER += " | makespan s | ideal s"
+CONCURRENCY_ROW = "~{hold:g} | {executed} | {resends_mean:.2f} | {resends_p95} | {resends_max}"
+CONCURRENCY_ROW += " | {max_running} / {capacity} | {makespan_s:.1f} | {ideal_s:.1f}"
+
+
+@m.section(
+    "concurrency",
+    "Concurrency limits",
+    {"n": 1000, "rounds": 3, "concurrency": 2, "backlog": 200, "holds": [0.1, 0.5], "pool": 8},
+    {"n": 300, "rounds": 1, "backlog": 40, "holds": [0.5]},
+)
+def concurrency(ctx: Context, p: Params) -> Result:
+    """Throughput of a task whose ``concurrency_limit`` never binds against plain, as in
+    ``throughput``; then, per hold, a backlog behind ``concurrency_limit=4`` on a
+    prefork worker ``-c pool``, each task holding its slot 0.5-1.5 x hold: re-sends per
+    task, the most bodies running at once, makespan against the ideal."""
+    t = ctx.t
+    kinds = {PLAIN: t.TP_PLAIN, DH: t.TP_CONCURRENCY}
+    rounds = _alternate(ctx, p, kinds, "conc")
+    tps = {kind: _median(rounds, kind, "tasks_per_s") for kind in kinds}
+    scripts = {kind: _median(rounds, kind, "scripts_per_task") for kind in kinds}
+    backlogs = [_concurrency_backlog(ctx, p, hold) for hold in p.holds]
+    cap = t.CONCURRENCY_CAPACITY
+    rows = [CONCURRENCY_ROW.format(**b, capacity=cap) for b in backlogs]
+    ratio = tps[DH] / tps[PLAIN]
+    lines = [
+        f"Prefork `-c {p.concurrency}`, {p.n} trivial tasks a round, median of {p.rounds} "
+        f"rounds a kind: plain {tps[PLAIN]:.0f} tasks/s, `concurrency_limit="
+        f"{t.CONCURRENCY_NON_BINDING}` (never binds) {tps[DH]:.0f} tasks/s, ratio "
+        f"**{ratio:.3f}**; scripts per task {scripts[DH]:.2f}.",
+        "",
+        f"Backlogs of {p.backlog} tasks behind `concurrency_limit={cap}` on a prefork worker "
+        f"`-c {p.pool}`, each holding its slot 0.5-1.5 x hold; re-sends = publishes - 1 per "
+        "task; bodies running at once on the Redis clock; ideal makespan = sum of holds ÷ "
+        f"{cap}.",
+        "",
+        *table(CONCURRENCY_HEADER, rows),
+    ]
+    found = []
+    for b in backlogs:
+        found.append(
+            bound(
+                f"concurrency, hold ~{b['hold']:g} s: re-sends / task (mean)",
+                b["resends_mean"],
+                "<=",
+                3,
+                "",
+            )
+        )
+        ok = b["max_running"] <= cap and b["once"]
+        shown = f"{b['max_running']} at once, once: {b['once']}"
+        found.append(
+            Target(
+                f"concurrency, hold ~{b['hold']:g} s: limit kept, each once", f"<= {cap}", shown, ok
+            )
+        )
+    data = {"params": vars(p), "rounds": rounds, "tasks_per_s": tps, "ratio": ratio}
+    return Result({**data, "scripts_per_task": scripts, "backlogs": backlogs}, lines, found)
+
+
+def _concurrency_backlog(ctx: Context, p: Params, hold: float) -> dict[str, Any]:
+    name = ctx.t.CONCURRENCY_BACKLOG
+    task, holds = ctx.app.tasks[name], [hold * ctx.rng.uniform(0.5, 1.5) for _ in range(p.backlog)]
+    enqueue = lambda: [task.apply_async((i, s)) for i, s in enumerate(holds)]  # noqa: E731
+    done = lambda: ctx.redis.llen(ctx.t.key("holds", name)) >= p.backlog  # noqa: E731
+    print(f"  backlog of {p.backlog}, hold ~{hold:g} s ...", flush=True)
+    batch(ctx, name, p.pool, enqueue, done, 120 + 3 * sum(holds) / 4, warm=True)
+    runs = [(int(a), int(b), i) for a, b, i in _take(ctx, ctx.t.key("holds", name))]
+    resends = sorted(count - 1 for count in publishes(ctx, name).values())
+    return {
+        "hold": hold,
+        "executed": len(runs),
+        "once": len({r[2] for r in runs}) == len(runs) == p.backlog,
+        "resends_mean": statistics.fmean(resends),
+        "resends_p95": resends[int(0.95 * (len(resends) - 1))],
+        "resends_max": resends[-1],
+        "max_running": max_concurrent(r[:2] for r in runs),
+        "makespan_s": (max(r[1] for r in runs) - min(r[0] for r in runs)) / 1e6,
+        "ideal_s": sum(holds) / ctx.t.CONCURRENCY_CAPACITY,
+    }

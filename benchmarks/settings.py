@@ -73,8 +73,11 @@ CACHES = {
     },
 }
 
-# Library defaults otherwise (DEFER_JITTER, fail closed): what a user gets.
+# Library defaults otherwise (DEFER_JITTER, fail closed): what a user gets. The backlog
+# section sets the hop cap of its workers (its ``cap`` parameter) in the environment.
 HEIMDALL = {"CACHE": "default", "KEY_PREFIX": KEY_PREFIX}
+if cap := os.environ.get("HEIMDALL_BENCH_DEFER_MAX_COUNTDOWN"):
+    HEIMDALL["DEFER_MAX_COUNTDOWN"] = float(cap)
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

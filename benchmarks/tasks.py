@@ -11,6 +11,7 @@ scripts the server counts are django-heimdall's alone.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import django
@@ -23,15 +24,17 @@ from celery import Celery  # noqa: E402
 from celery.signals import before_task_publish  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from django_heimdall import HeimdallTask  # noqa: E402
+from django_heimdall import HeimdallTask, services  # noqa: E402
 
 PREFIX: str = settings.KEY_PREFIX
 REDIS_URL: str = settings.REDIS_URL
 #: Lock lifetime of every enqueue lock: they vanish by themselves if a run is killed.
 LEASE_S = 900
-#: The rate limits of the rate section, (times, per seconds), and of the backlog one.
+#: The rate limits of the rate section and of the backlog one, (times, per seconds).
 RATE_CONFIGS: tuple[tuple[int, int], ...] = ((10, 1), (10, 5), (2, 10), (100, 1))
-BACKLOG_RATE = (20, 1)
+BACKLOG_RATES: tuple[tuple[int, int], ...] = ((10, 1), (2, 1))
+#: The concurrency section: a limit that never binds, and the one of its backlog.
+CONCURRENCY_NON_BINDING, CONCURRENCY_CAPACITY = 10_000, 4
 #: The rate-limit keys shown by the admin section, over this many tasks.
 ADMIN_RATE_TASKS = 10
 
@@ -51,8 +54,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 CH_UNIQUE_DEFAULT = ""  # celery-heimdall's unique task with its defaults
 
 
-def rate_task_name(contender: str, times: int, per: int) -> str:
-    return f"bench.rate_{'dh' if contender == DJANGO_HEIMDALL else 'ch'}_{times}_per_{per}"
+def rate_task_name(contender: str, times: int, per: int, kind: str = "rate") -> str:
+    return f"bench.{kind}_{'dh' if contender == DJANGO_HEIMDALL else 'ch'}_{times}_per_{per}"
 
 
 def admin_rate_task_name(i: int) -> str:
@@ -79,14 +82,15 @@ def key(*parts: Any) -> str:
 # -- what the tasks record ---------------------------------------------------------------
 
 _redis = redis.Redis.from_url(REDIS_URL)
-#: Tasks whose publishes are counted (before_task_publish, in every process).
-PUBLISH_COUNTED = {"bench.backlog"}
+#: Tasks whose publishes are counted per task id (before_task_publish, in every
+#: process: the enqueue and every re-send of a deferred task).
+PUBLISH_COUNTED: set[str] = set()
 
 
 @before_task_publish.connect
-def _count_publish(sender: str | None = None, **kwargs: Any) -> None:
+def _count_publish(sender: str | None = None, headers: Any = None, **kwargs: Any) -> None:
     if sender in PUBLISH_COUNTED:
-        _redis.incr(key("publishes", sender))
+        _redis.hincrby(key("publishes", sender), (headers or {}).get("id", "?"), 1)
 
 
 def count_done(run: str, total: int) -> int:
@@ -127,6 +131,31 @@ def _stamp(self: Any, label: Any = "-") -> None:
     stamp_start(self, label)
 
 
+def _hold(self: Any, label: Any, seconds: float) -> None:
+    """Hold the task's slot ``seconds``; append "<start µs> <end µs> <task id>"."""
+    start = _now_us()
+    time.sleep(seconds)
+    _redis.rpush(key("holds", self.name), f"{start} {_now_us()} {self.request.id}")
+
+
+def _now_us() -> int:
+    sec, usec = _redis.time()
+    return int(sec) * 1_000_000 + int(usec)
+
+
+def _warm(run: str) -> None:
+    """Connect a pool process and resolve the policies before a measured backlog."""
+    services.effective_policies()
+    services.live().lock_counts([TP_HEIMDALL])
+    _redis.ping()
+    time.sleep(0.3)  # the other warm tasks go to the other pool processes
+    _redis.rpush(key("warm", run), 1)
+
+
+def _one_bucket(args: Any, kwargs: Any) -> str:
+    return "backlog"
+
+
 def dh(
     name: str, function: Any, bind: bool = False, base: Any = HeimdallTask, **heimdall: Any
 ) -> str:
@@ -138,7 +167,20 @@ PLAIN = task("bench.enqueue.plain", _identity)
 UNIQUE[DJANGO_HEIMDALL] = dh("bench.enqueue.dh", _identity, unique=True, unique_timeout=LEASE_S)
 TP_PLAIN = task("bench.tp_plain", _count)
 TP_HEIMDALL = dh("bench.tp_heimdall", _count, unique=True, rate_limit=(1_000_000, 1))  # never binds
-BACKLOG = dh("bench.backlog", _stamp, bind=True, rate_limit=BACKLOG_RATE)
+WARM = task("bench.warm", _warm)
+TP_CONCURRENCY = dh("bench.tp_concurrency", _count, concurrency_limit=CONCURRENCY_NON_BINDING)
+CONCURRENCY_BACKLOG = task(
+    "bench.concurrency_backlog",
+    _hold,
+    bind=True,
+    base=HeimdallTask,
+    heimdall={"concurrency_limit": CONCURRENCY_CAPACITY},
+    max_retries=0,
+)
+PUBLISH_COUNTED.add(CONCURRENCY_BACKLOG)
+for _times, _per in BACKLOG_RATES:
+    _name = rate_task_name(DJANGO_HEIMDALL, _times, _per, "backlog")
+    PUBLISH_COUNTED.add(dh(_name, _stamp, bind=True, rate_limit=(_times, _per)))
 for _times, _per in RATE_CONFIGS:
     dh(rate_task_name(DJANGO_HEIMDALL, _times, _per), _stamp, bind=True, rate_limit=(_times, _per))
 for _i in range(ADMIN_RATE_TASKS):  # windows per key (the first argument), for the admin
@@ -165,6 +207,11 @@ else:
         _limit = {"rate_limit": _rate((_times, _per))} if _rate else {"times": _times, "per": _per}
         _name = rate_task_name(CELERY_HEIMDALL, _times, _per)
         dh(_name, _stamp, True, CeleryHeimdallTask, **_limit)
+    # One bucket: without a key every argument set would have a limit of its own.
+    for _times, _per in BACKLOG_RATES:
+        _limit = {"rate_limit": _rate((_times, _per))} if _rate else {"times": _times, "per": _per}
+        _name = rate_task_name(CELERY_HEIMDALL, _times, _per, "backlog")
+        PUBLISH_COUNTED.add(dh(_name, _stamp, True, CeleryHeimdallTask, key=_one_bucket, **_limit))
 
 try:
     from celery_once import AlreadyQueued, QueueOnce
