@@ -12,6 +12,13 @@ local function fmt(n)
   return string.format('%d', n)
 end
 
+-- Let `key` live at least until `until_ms`.
+local function keep_until(key, until_ms, now_ms)
+  if redis.call('PTTL', key) < until_ms - now_ms then
+    redis.call('PEXPIREAT', key, until_ms)
+  end
+end
+
 -- List `lock` in its task's index (zset: lease end ms -> lock key) until `until_ms`,
 -- pruning entries whose lease ended. The index and the task registry (zset: lease
 -- end ms -> task name) expire with the locks they list: their expiry is pushed to
@@ -25,9 +32,7 @@ local function index_lock(index, tasks, lock, task, until_ms, now_ms)
     redis.call('PEXPIREAT', index, expiry)
     redis.call('ZADD', tasks, 'GT', fmt(expiry), task)
     redis.call('ZREMRANGEBYSCORE', tasks, '-inf', fmt(now_ms))
-    if redis.call('PTTL', tasks) < expiry - now_ms then
-      redis.call('PEXPIREAT', tasks, expiry)
-    end
+    keep_until(tasks, expiry, now_ms)
   end
 end
 
@@ -83,15 +88,11 @@ end
 -- Keep every key of a semaphore (and its registry entry) until at least `until_ms`.
 local function sem_expire(k, registry, name, until_ms, now_ms)
   for _, key in ipairs(k) do
-    if redis.call('PTTL', key) < until_ms - now_ms then
-      redis.call('PEXPIREAT', key, until_ms)
-    end
+    keep_until(key, until_ms, now_ms)
   end
   redis.call('ZADD', registry, 'GT', fmt(until_ms), name)
   redis.call('ZREMRANGEBYSCORE', registry, '-inf', fmt(now_ms))
-  if redis.call('PTTL', registry) < until_ms - now_ms then
-    redis.call('PEXPIREAT', registry, until_ms)
-  end
+  keep_until(registry, until_ms, now_ms)
 end
 
 -- Drop holders whose lease ran out (their process died without releasing).
@@ -417,9 +418,3 @@ end
 -- beyond the longest window of its limits.
 local RESERVATION_GRACE_US = 300000000
 
--- Let `key` live at least until `until_ms`.
-local function keep_until(key, until_ms, now_ms)
-  if redis.call('PTTL', key) < until_ms - now_ms then
-    redis.call('PEXPIREAT', key, until_ms)
-  end
-end
