@@ -259,7 +259,7 @@ def test_demo_page_draws_live_timelines(browser, screenshot, tmp_path):
         wait_until(lambda: rows("periodic"), timeout=60, message="a nightly_cleanup run")
         assert "nightly_cleanup" in chart_text("periodic")
 
-        for slug in ("partner", "customers", "report", "debounce", "digest", "rebuild"):
+        for slug in ("partner", "customers", "report", "debounce", "digest", "rebuild", "render"):
             browser.find_element(By.CSS_SELECTOR, f'button[data-demo="{slug}"]').click()
             if slug == "rebuild":
                 wait_until(
@@ -310,6 +310,14 @@ def test_demo_page_draws_live_timelines(browser, screenshot, tmp_path):
             message="a debounced run",
         )
         assert "3 calls: 202, 409, 409" in chart_text("rebuild")
+        # Concurrency: twelve renders, at most two bars overlapping at any moment.
+        wait_until(
+            lambda: len(browser.find_elements(By.CSS_SELECTOR, "#chart-render rect.run")) >= 3,
+            timeout=60,
+            message="renders taking turns",
+        )
+        assert len(rows("render")) == 12
+        assert "limit 2 \u00b7 highest 2" in chart_text("render")
         browser.find_element(By.CSS_SELECTOR, 'button[data-demo="sync"]').click()
         wait_until(
             lambda: "3 calls \u00b7 2\u00d7 same id as before" in chart_text("sync"),
