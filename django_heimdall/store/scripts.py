@@ -10,6 +10,7 @@ and start hot paths; after a Redis restart or ``SCRIPT FLUSH`` the
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from importlib import resources
 from typing import Any
@@ -52,8 +53,23 @@ def _read(name: str) -> str:
     return resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
 
 
-_LIB = _read("lib")
-SOURCES = {name: f"{_LIB}\n{_read(name)}" for name in NAMES}
+# Helper libraries joined in front of a script: lib.lua always, the others only when
+# the script uses one of their names (every call defines the functions it carries,
+# so a script carries no more than it needs).
+_LIBS = [_read(name) for name in ("lib", "lib_semaphores", "lib_rates")]
+_DEFINED = [set(re.findall(r"^local (?:function )?(\w+)", text, re.MULTILINE)) for text in _LIBS]
+
+
+def _source(body: str) -> str:
+    used = set(re.findall(r"\w+", body))
+    parts = [_LIBS[0]]
+    for text, defined in zip(_LIBS[1:], _DEFINED[1:], strict=True):
+        if used & defined:
+            parts.append(text)
+    return "\n".join([*parts, body])
+
+
+SOURCES = {name: _source(_read(name)) for name in NAMES}
 SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SOURCES.items()}
 
 
@@ -73,15 +89,25 @@ def _checkout(pool: Any) -> Any:
         return pool.get_connection("EVALSHA")
 
 
+def _pack(*parts: Any) -> bytes:
+    """A command in the Redis protocol (what redis-py's packer makes, without its
+    per-argument overhead on this hot path)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
 def _run(pool: Any, name: str, keys: list[str], args: list[Any]) -> Any:
     """One script call on a connection borrowed from ``pool`` and given back."""
     conn = _checkout(pool)
     try:
-        conn.send_command("EVALSHA", SHAS[name], len(keys), *keys, *args)
+        conn.send_packed_command([_pack("EVALSHA", SHAS[name], len(keys), *keys, *args)])
         try:
             return conn.read_response()
         except redis_errors.NoScriptError:
-            conn.send_command("EVAL", SOURCES[name], len(keys), *keys, *args)
+            conn.send_packed_command([_pack("EVAL", SOURCES[name], len(keys), *keys, *args)])
             return conn.read_response()
     except redis_errors.ResponseError:
         raise  # an error reply: the connection is in a clean state
