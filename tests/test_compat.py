@@ -49,6 +49,11 @@ def test_lock_prefix_heimdall_config_unique_key_for_task_and_release_lock(open_g
     assert not unique_key_for_task(task, ["a"], {}).startswith("h-lock:")
     assert get_store().holder(key) == result.id
     assert task.delay("a").id == result.id  # held: a duplicate
+    store = get_store()
+    wait_until(  # running, so that its start cannot take the lock again after the release
+        lambda: store.client.hget(store.keys.lock(key), "phase") == b"running",
+        message="the holder running",
+    )
     assert release_lock(task, key) is True
     assert get_store().holder(key) is None
     assert release_lock(task, key) is False
