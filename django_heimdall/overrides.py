@@ -62,7 +62,6 @@ class OverrideStorage:
 class Publication:
     """The outcome of one publication, filled in when it has run."""
 
-    done: bool = False
     revision: int | None = None
     error: str = ""
 
@@ -87,7 +86,6 @@ def publish() -> Publication:
         outcome.error = str(exc)
     else:
         outcome.revision = counter.number
-    outcome.done = True
     return outcome
 
 
@@ -98,7 +96,7 @@ def publish_on_commit() -> Publication:
 
     def run() -> None:
         result = publish()
-        outcome.revision, outcome.error, outcome.done = result.revision, result.error, True
+        outcome.revision, outcome.error = result.revision, result.error
 
     transaction.on_commit(run)
     return outcome

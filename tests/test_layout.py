@@ -32,7 +32,6 @@ def test_every_script_touches_keys_of_one_slot(recorded_calls):
     store.acquire("a:1", "o1", 10_000, "task.a", "{}")
     store.start("o1", task_name="task.a", lock="a:1", lease_ms=10_000, rates=(("r", Rate(5, 1)),))
     store.start("o2", task_name="task.b", rates=(("r", Rate(5, 1)), ("r", Rate(1, 60))))
-    store.renew("a:1", "o1", 10_000, "task.a")
     store.release("a:1", "o1", "task.a")
     store.acquire("a:2", "o3", 10_000, "task.a")
     store.start("o3", task_name="task.a", lock="a:2", lease_ms=10_000, token="t")

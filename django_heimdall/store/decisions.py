@@ -247,13 +247,6 @@ class Store:
         )
         return Renewed(status)
 
-    def renew(self, identity: str, owner: str, lease_ms: int, task_name: str) -> bool:
-        """Extend the lease of ``identity`` if ``owner`` still holds it."""
-        status = self.call(
-            "renew", self.keys.lock_keys(identity, task_name, owner), [owner, lease_ms, task_name]
-        )
-        return status == Renewed.RENEWED
-
     def holder(self, identity: str) -> str | None:
         """Task id holding the lock of ``identity``, if any."""
         try:

@@ -170,11 +170,6 @@ class LiveState:
         info = self.lock_info(self.keys.identity_of(scripts.text(key)))
         return info if info is not None and info.owner == task_id else None
 
-    def holder(self, identity: str) -> str | None:
-        """Task id holding the lock of ``identity``, if any."""
-        with self._redis() as client:
-            return scripts.text(client.hget(self.keys.lock(identity), "owner"))
-
     def release(self, identity: str, owner: str, task_name: str) -> bool:
         return self.store.release(identity, owner, task_name)
 

@@ -39,7 +39,6 @@ NAMES = (
     "release",
     "release_owned",
     "release_task",
-    "renew",
     "renew_execution",
     "sem_acquire",
     "sem_release",
