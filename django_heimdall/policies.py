@@ -26,8 +26,6 @@ SOURCE_CALL = "call"
 class Policy:
     """The effective options of one task (as attributes), and the layer each came from."""
 
-    __slots__ = ("sources", "task_name", "values")
-
     def __init__(
         self, task_name: str, values: Mapping[str, Any], sources: Mapping[str, str] | None = None
     ):
@@ -37,15 +35,15 @@ class Policy:
         for name, option in OPTIONS.items():
             if option.legacy_of is not None:
                 self.sources[name] = self.sources[option.legacy_of]
+        # Plain attributes: the enqueue hot path reads several options per call.
+        vars(self).update(self.values)
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            option = OPTIONS.get(name)
-            if option is not None and option.from_canonical is not None:
-                return option.from_canonical(self.values[option.legacy_of])
-            raise AttributeError(name) from None
+        # Only reached for names that are not canonical options: legacy spellings.
+        option = OPTIONS.get(name)
+        if option is not None and option.from_canonical is not None:
+            return option.from_canonical(self.values[option.legacy_of])
+        raise AttributeError(name)
 
     def with_call_options(self, options: Mapping[str, Any]) -> Policy:
         """This policy with one call's (already parsed) options on top."""

@@ -134,8 +134,8 @@ class HeimdallTask(Task):
         shadow=None,
         **options,
     ):
-        request = self.request
-        retrying = task_id is not None and task_id == request.id
+        request = self.request if task_id is not None else None
+        retrying = request is not None and task_id == request.id
         # Per-call options travel in the message, so that the worker applies the same
         # policy; a retry keeps those of the call it retries.
         call_raw = options.pop("heimdall", None)

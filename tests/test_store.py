@@ -8,7 +8,7 @@ from django.core.cache import caches
 
 from django_heimdall.ratelimits import Rate
 from django_heimdall.services import live as store_live
-from django_heimdall.store import Acquired, Started, get_store
+from django_heimdall.store import Acquired, Released, Started, get_store
 from tests import tasks
 
 
@@ -94,6 +94,15 @@ def test_acquire_reports_owner_and_duplicates():
     dup = store.acquire("k", "b", 10_000, "t")
     assert (dup.status, dup.holder) == (Acquired.HELD, "a")
     assert 9 < dup.expires_in <= 10
+
+
+def test_a_replacing_lock_keeps_nothing_of_the_one_it_replaced():
+    store = get_store()
+    store.acquire("k", "a", 10_000, "t", keep=True)  # unique_until="expired"
+    assert store.acquire("k", "b", 10_000, "t", replace=True).status == Acquired.REPLACED
+    # b's own policy does not keep the lock after the task: it is released.
+    assert store.release_owned("b") == Released.RELEASED
+    assert store.holder("k") is None
 
 
 def test_release_is_compare_and_delete():

@@ -88,25 +88,32 @@ def _checkout(pool: Any) -> Any:
         return pool.get_connection("EVALSHA")
 
 
-def _pack(*parts: Any) -> bytes:
-    """A command in the Redis protocol (what redis-py's packer makes, without its
-    per-argument overhead on this hot path)."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        data = part if isinstance(part, bytes) else str(part).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+def _bulk(part: Any) -> bytes:
+    data = part if isinstance(part, bytes) else str(part).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+# "EVALSHA <sha>" of each script, already in the protocol.
+_EVALSHA = {name: _bulk("EVALSHA") + _bulk(sha) for name, sha in SHAS.items()}
+
+
+def _pack(head: bytes, heads: int, *parts: Any) -> bytes:
+    """A command in the Redis protocol: ``heads`` arguments already packed in
+    ``head``, then ``parts`` (what redis-py's packer makes, without its per-argument
+    overhead on this hot path)."""
+    return b"".join((b"*%d\r\n" % (heads + len(parts)), head, *map(_bulk, parts)))
 
 
 def _run(pool: Any, name: str, keys: list[str], args: list[Any]) -> Any:
     """One script call on a connection borrowed from ``pool`` and given back."""
     conn = _checkout(pool)
     try:
-        conn.send_packed_command([_pack("EVALSHA", SHAS[name], len(keys), *keys, *args)])
+        conn.send_packed_command([_pack(_EVALSHA[name], 2, len(keys), *keys, *args)])
         try:
             return conn.read_response()
         except redis_errors.NoScriptError:
-            conn.send_packed_command([_pack("EVAL", SOURCES[name], len(keys), *keys, *args)])
+            command = _pack(b"", 0, "EVAL", SOURCES[name], len(keys), *keys, *args)
+            conn.send_packed_command([command])
             return conn.read_response()
     except redis_errors.ResponseError:
         raise  # an error reply: the connection is in a clean state

@@ -19,6 +19,7 @@ if holder and holder ~= ARGV[1] then
   do  -- replace the holder, which is still queued
     -- The old message, if it is still delivered, reads this and does not run.
     redis.call('SET', ARGV[8] .. holder, 'replaced:' .. ARGV[1], 'PX', lease)
+    redis.call('DEL', KEYS[1])  -- nothing of the old holder's lock carries over
     take_lock(KEYS, ARGV[1], ARGV[4], ARGV[5], lease, now_ms, ARGV[6])
     return {13, holder, lease}
   end

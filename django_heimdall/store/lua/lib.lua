@@ -19,16 +19,17 @@ local function keep_until(key, until_ms, now_ms)
   end
 end
 
--- List `lock` in its task's index (zset: lease end ms -> lock key) until `until_ms`,
--- pruning entries whose lease ended. The index and the task registry (zset: lease
--- end ms -> task name) expire with the locks they list: their expiry is pushed to
--- twice the lease ahead whenever it would come before this lease ends, so on the
--- hot path most calls touch the index alone.
+-- List `lock` in its task's index (zset: lease end ms -> lock key) until `until_ms`.
+-- The index and the task registry (zset: lease end ms -> task name) expire with the
+-- locks they list: their expiry is pushed to twice the lease ahead whenever it would
+-- come before this lease ends, so on the hot path most calls touch the index alone.
+-- Entries whose lease ended are pruned at those pushes (about once a lease), so the
+-- index holds at most the locks of the last two leases.
 local function index_lock(index, tasks, lock, task, until_ms, now_ms)
   redis.call('ZADD', index, fmt(until_ms), lock)
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', fmt(now_ms))
   if redis.call('PTTL', index) < until_ms - now_ms then
     local expiry = now_ms + 2 * (until_ms - now_ms)
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', fmt(now_ms))
     redis.call('PEXPIREAT', index, expiry)
     redis.call('ZADD', tasks, 'GT', fmt(expiry), task)
     redis.call('ZREMRANGEBYSCORE', tasks, '-inf', fmt(now_ms))
@@ -38,10 +39,16 @@ end
 
 -- Take the free lock `keys` = {lock, index, tasks, owner pointer} for `owner`.
 -- `keep` = "1" keeps it after the task ends, until the lease runs out
--- (unique_until "expired"): the lock itself says so, whatever policy applies later.
+-- (unique_until "expired"): the lock itself says so, whatever policy applies later
+-- (the field is only written when set: the hot path writes no more than it needs).
 local function take_lock(keys, owner, task, preview, lease, now_ms, keep)
-  redis.call('HSET', keys[1], 'owner', owner, 'task', task, 'phase', 'queued',
-    'since', fmt(now_ms), 'args', preview, 'keep', keep)
+  if keep == '1' then
+    redis.call('HSET', keys[1], 'owner', owner, 'task', task, 'phase', 'queued',
+      'since', fmt(now_ms), 'args', preview, 'keep', keep)
+  else
+    redis.call('HSET', keys[1], 'owner', owner, 'task', task, 'phase', 'queued',
+      'since', fmt(now_ms), 'args', preview)
+  end
   redis.call('PEXPIRE', keys[1], lease)
   redis.call('SET', keys[4], keys[1], 'PX', lease)
   index_lock(keys[2], keys[3], keys[1], task, now_ms + lease, now_ms)
