@@ -212,6 +212,7 @@ def _policy_checks(task: Any, entry: Any) -> tuple[str | None, tuple[Any, ...]]:
     """What an occurrence of ``entry`` is checked against before it is sent: the
     unique lock its call would take (if its task is unique), and the concurrency
     slot and resource tickets it would need (if it would be skipped when busy)."""
+    from .execution import plan
     from .task import HeimdallTask
 
     if not isinstance(task, HeimdallTask):
@@ -222,7 +223,7 @@ def _policy_checks(task: Any, entry: Any) -> tuple[str | None, tuple[Any, ...]]:
         return None, ()
     args = beat._evaluate_entry_args(entry.args)
     kwargs = beat._evaluate_entry_kwargs(entry.kwargs)
-    lock, _rate_key, _rates, _preview, slots = task._heimdall_plan(policy, None, args, kwargs)
+    lock, _rate_key, _rates, _preview, slots = plan(task, policy, None, args, kwargs)
     return lock, tuple(slots) if skips else ()
 
 

@@ -210,6 +210,7 @@ def locked(
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def wrapper(task: Any, *args: Any, **kwargs: Any) -> Any:
+            from .execution import defer
             from .task import HeimdallTask
 
             request = task.request
@@ -226,7 +227,7 @@ def locked(
                     raise
                 wait = countdown if countdown is not None else max(0.5, busy.retry_after or 0)
                 if heimdall:
-                    task._heimdall_defer(args, kwargs, wait)
+                    defer(task, args, kwargs, wait)
                 raise task.retry(countdown=wait, exc=busy) from None
             try:
                 return func(task, *args, **kwargs)

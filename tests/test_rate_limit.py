@@ -104,15 +104,15 @@ def lock_of(name):
 
 
 def test_deferral_hop_stays_well_below_the_visibility_timeout(celery_app, settings):
-    from django_heimdall.task import _max_countdown
+    from django_heimdall.messages import max_countdown
 
     settings.HEIMDALL = {**settings.HEIMDALL, "DEFER_MAX_COUNTDOWN": 300}
     saved = celery_app.conf.broker_transport_options
     try:
         celery_app.conf.broker_transport_options = {}
-        assert _max_countdown(celery_app) == 300
+        assert max_countdown(celery_app) == 300
         celery_app.conf.broker_transport_options = {"visibility_timeout": 30}
-        assert _max_countdown(celery_app) == 15
+        assert max_countdown(celery_app) == 15
     finally:
         celery_app.conf.broker_transport_options = saved
 
