@@ -1,14 +1,16 @@
 """Django admin for django-heimdall: policy overrides and effective policies
-(``policies``), live locks, rate-limit windows and concurrency slots from Redis
-(``live``), the beat
-leader (``beat``)."""
+(``policies``); live state from Redis, on the pages of ``live``: held locks
+(``locks``), rate-limit windows (``rates``), concurrency slots and resource
+tickets (``concurrency``); the beat leader (``beat``)."""
 
 from django.contrib import admin
 
 from ..models import BeatLeader, ConcurrencySlot, Lock, PolicyOverride, RateLimitWindow
 from .beat import BeatLeaderAdmin
-from .live import ConcurrencyAdmin, LockAdmin, RateLimitWindowAdmin
+from .concurrency import ConcurrencyAdmin
+from .locks import LockAdmin
 from .policies import PolicyOverrideAdmin
+from .rates import RateLimitWindowAdmin
 
 admin.site.register(PolicyOverride, PolicyOverrideAdmin)
 admin.site.register(Lock, LockAdmin)
