@@ -23,6 +23,7 @@ from celery.utils.time import maybe_make_aware
 
 from . import signals
 from .conf import heimdall_settings
+from .execution import plan
 from .store import get_store
 from .store.beat import BeatStore, Claimed, Led
 
@@ -212,7 +213,6 @@ def _policy_checks(task: Any, entry: Any) -> tuple[str | None, tuple[Any, ...]]:
     """What an occurrence of ``entry`` is checked against before it is sent: the
     unique lock its call would take (if its task is unique), and the concurrency
     slot and resource tickets it would need (if it would be skipped when busy)."""
-    from .execution import plan
     from .task import HeimdallTask
 
     if not isinstance(task, HeimdallTask):

@@ -17,7 +17,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
-from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from kombu.utils.uuid import uuid
 
@@ -30,6 +29,7 @@ from .exceptions import (
     RateLimitExceeded,
     ResourceBusy,
 )
+from .heartbeat import keep_renewing
 from .messages import CALL_HEADER, LOCK_HEADER, SLOT_HEADER, carried_slot, header, max_countdown
 from .options import OptionError, parse_call_options
 from .store import (
@@ -216,24 +216,12 @@ def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
 def _heartbeat(task: HeimdallTask, policy: policies.Policy, token: str) -> threading.Event:
     """Renew the execution's lock, slots and tickets every lease/3 in a background
     thread until the returned event is set."""
-    stop = threading.Event()
     task_id, lease_ms = task.request.id, policy.unique_timeout_ms
 
-    def renew() -> None:
-        while not stop.wait(policy.unique_timeout / 3):
-            try:
-                held = get_store().renew_execution(task_id, token, lease_ms)
-            except HeimdallUnavailable as exc:
-                logger.warning("%s[%s] heartbeat failed: %s", task.name, task_id, exc)
-                continue
-            if held != Renewed.RENEWED:
-                logger.warning(
-                    "%s[%s] heartbeat: the lock is no longer this task's", task.name, task_id
-                )
-                return
+    def renew() -> bool:
+        return get_store().renew_execution(task_id, token, lease_ms) == Renewed.RENEWED
 
-    threading.Thread(target=renew, name=f"heimdall-heartbeat-{task_id}", daemon=True).start()
-    return stop
+    return keep_renewing(policy.unique_timeout / 3, renew, f"{task.name}[{task_id}]")
 
 
 def plan(
@@ -333,6 +321,8 @@ def defer(
 
     A task waiting for a rate-limit slot carries that slot (``slot_us``, Redis
     clock) and is stored as ``THROTTLED`` meanwhile."""
+    from .task import HeimdallTask  # here: task.py imports this module
+
     countdown = min(wait, max_countdown(task.app))
     if slot_us is None:
         # Not a slot: spread the waiters (Redis was down for all of them).
@@ -349,9 +339,9 @@ def defer(
         _waiting(task, {"key": key, "countdown": wait})
     options["headers"] = headers
     try:
-        # Straight to Celery: the lock (if any) stays ours and covers the wait,
+        # Past HeimdallTask: the lock (if any) stays ours and covers the wait,
         # and the start check re-decides when the message comes back.
-        Task.apply_async(task, again.args, again.kwargs, **options)
+        super(HeimdallTask, task).apply_async(again.args, again.kwargs, **options)
     except BaseException:
         logger.exception("%s[%s] could not be deferred", task.name, request.id)
         release(task, request.id)
@@ -362,6 +352,7 @@ def defer(
 
 
 def _requeue(task: HeimdallTask, task_id: str, token: str) -> None:
+    """Mark the lock queued again for the same message (``Reject(requeue=True)``)."""
     try:
         get_store().release_owned(task_id, token, requeue=True)
     except HeimdallUnavailable as exc:

@@ -28,6 +28,7 @@ class OptionError(ValueError):
 
 
 def invalid_option(name: str, message: str, hint: str) -> OptionError:
+    """An invalid value of option ``name`` (check E007)."""
     return OptionError("heimdall.E007", name, message, hint)
 
 

@@ -21,6 +21,8 @@ from kombu.utils.uuid import uuid
 
 from .conf import heimdall_settings
 from .exceptions import HeimdallUnavailable, ResourceBusy
+from .execution import defer
+from .heartbeat import keep_renewing
 from .store import Sem, Semaphores, get_store, resource_semaphore
 
 logger = logging.getLogger("django_heimdall")
@@ -210,7 +212,6 @@ def locked(
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def wrapper(task: Any, *args: Any, **kwargs: Any) -> Any:
-            from .execution import defer
             from .task import HeimdallTask
 
             request = task.request
@@ -229,9 +230,16 @@ def locked(
                 if heimdall:
                     defer(task, args, kwargs, wait)
                 raise task.retry(countdown=wait, exc=busy) from None
+            # With the task's heartbeat on, the ticket is renewed like its lock.
+            beating = None
+            if heimdall and task.heimdall_policy.heartbeat:
+                what = f"{task.name}[{request.id}] ticket of {name}"
+                beating = keep_renewing(hold / 3, ticket.renew, what)
             try:
                 return func(task, *args, **kwargs)
             finally:
+                if beating is not None:
+                    beating.set()
                 ticket.release()
 
         return wrapper  # type: ignore[return-value]

@@ -156,8 +156,8 @@ OPTIONS: dict[str, Option] = {
             BOOL,
             False,
             _(
-                "Renew the task's lock in the background every lease/3 while its body runs, so "
-                "that unique_timeout can be short."
+                "Renew the task's lock, slots and tickets in the background every lease/3 while "
+                "its body runs, so that unique_timeout can be short."
             ),
         ),
         Option(
@@ -234,6 +234,7 @@ CANONICAL = {name: o for name, o in OPTIONS.items() if o.legacy_of is None}
 
 
 def unknown_option(name: str) -> OptionError:
+    """An option name that is not in the table (check E006)."""
     return OptionError(
         "heimdall.E006",
         name,

@@ -29,14 +29,19 @@ class Policy:
     def __init__(
         self, task_name: str, values: Mapping[str, Any], sources: Mapping[str, str] | None = None
     ):
-        self.task_name = task_name
-        self.values = {**{name: o.default for name, o in CANONICAL.items()}, **values}
-        self.sources = dict(sources or dict.fromkeys(CANONICAL, SOURCE_BUILTIN))
+        attributes = vars(self)  # read-only: written here, around __setattr__
+        attributes["task_name"] = task_name
+        attributes["values"] = {**{name: o.default for name, o in CANONICAL.items()}, **values}
+        attributes["sources"] = dict(sources or dict.fromkeys(CANONICAL, SOURCE_BUILTIN))
         for name, option in OPTIONS.items():
             if option.legacy_of is not None:
                 self.sources[name] = self.sources[option.legacy_of]
         # Plain attributes: the enqueue hot path reads several options per call.
-        vars(self).update(self.values)
+        attributes.update(self.values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Policies are cached and shared by every call of a task.
+        raise AttributeError(f"a Policy is read-only; use with_call_options() ({name})")
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names that are not canonical options: legacy spellings.

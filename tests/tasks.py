@@ -8,7 +8,7 @@ import time
 from celery import shared_task
 from django_redis import get_redis_connection
 
-from django_heimdall import HeimdallTask, RateLimit, locked
+from django_heimdall import HeimdallTask, RateLimit, ResourceBusy, locked, semaphore
 from django_heimdall.conf import heimdall_settings
 from django_heimdall.keys import identity
 from django_heimdall.store import get_store
@@ -484,6 +484,23 @@ def plain_locked(self, n):
 def heimdall_locked(self, n):
     record("locked", id=self.request.id, n=n, retries=self.request.retries, kind="heimdall")
     return n
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"heartbeat": True})
+@locked("heartbeat-locked", lease=1.5)
+def locked_heartbeat(self, seconds=5.0):
+    """Holds @locked's ticket (1.5 s lease) for longer, with heartbeat=True; records,
+    every half second, whether another holder could take the ticket meanwhile."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            with semaphore("heartbeat-locked", 1, lease=0.1):
+                taken = True
+        except ResourceBusy:
+            taken = False
+        record("locked_heartbeat", taken=taken)
+    return "done"
 
 
 @shared_task(

@@ -87,6 +87,15 @@ def test_locked_on_a_plain_celery_task_falls_back_to_retry(celery_worker):
     assert len(runs) == 1 and runs[0]["retries"] >= 1
 
 
+def test_heartbeat_renews_a_locked_ticket_through_a_long_body(celery_worker):
+    assert tasks.locked_heartbeat.delay(5.0).get(timeout=30) == "done"
+    checks = tasks.records("locked_heartbeat")
+    assert len(checks) >= 8  # about 5 s of a 1.5 s lease
+    assert not any(check["taken"] for check in checks)  # never lapsed
+    with mutex("heartbeat-locked"):  # given back at the end
+        pass
+
+
 def test_heartbeat_keeps_a_slot_past_its_lease(celery_worker):
     assert tasks.slot_heartbeat.delay(5).get(timeout=30) == [True] * 5
 

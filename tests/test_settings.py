@@ -45,6 +45,15 @@ def test_builtin_defaults_apply_without_any_configuration(task_name):
     assert not policy.active
 
 
+def test_a_policy_is_read_only(task_name):
+    policy = policies.resolve(task_name, {"unique": True})
+    with pytest.raises(AttributeError, match="read-only"):
+        policy.unique = False
+    # The cached policy every later call gets is unchanged.
+    assert policies.resolve(task_name, None).unique is False
+    assert policy.unique is True and policy.values["unique"] is True
+
+
 def test_precedence_builtin_defaults_decorator_settings_admin(settings, task_name, override_source):
     settings.HEIMDALL = {
         **settings.HEIMDALL,

@@ -133,6 +133,7 @@ class LiveAdmin(admin.ModelAdmin):
 
 
 def page_number(value: Any) -> int:
+    """The page a ``?p=`` parameter asks for (1 when missing or garbled)."""
     try:
         return max(1, int(value))
     except (TypeError, ValueError):

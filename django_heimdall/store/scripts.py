@@ -89,6 +89,7 @@ def _checkout(pool: Any) -> Any:
 
 
 def _bulk(part: Any) -> bytes:
+    """One argument as a Redis protocol bulk string."""
     data = part if isinstance(part, bytes) else str(part).encode()
     return b"$%d\r\n%s\r\n" % (len(data), data)
 

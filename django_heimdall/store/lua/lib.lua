@@ -23,13 +23,13 @@ end
 -- The index and the task registry (zset: lease end ms -> task name) expire with the
 -- locks they list: their expiry is pushed to twice the lease ahead whenever it would
 -- come before this lease ends, so on the hot path most calls touch the index alone.
--- Entries whose lease ended are pruned at those pushes (about once a lease), so the
--- index holds at most the locks of the last two leases.
+-- Entries whose lease ended are pruned on every write: leases differ (countdowns,
+-- per-call timeouts, waits), so a long one must not keep the short ones listed.
 local function index_lock(index, tasks, lock, task, until_ms, now_ms)
   redis.call('ZADD', index, fmt(until_ms), lock)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', fmt(now_ms))
   if redis.call('PTTL', index) < until_ms - now_ms then
     local expiry = now_ms + 2 * (until_ms - now_ms)
-    redis.call('ZREMRANGEBYSCORE', index, '-inf', fmt(now_ms))
     redis.call('PEXPIREAT', index, expiry)
     redis.call('ZADD', tasks, 'GT', fmt(expiry), task)
     redis.call('ZREMRANGEBYSCORE', tasks, '-inf', fmt(now_ms))

@@ -109,7 +109,7 @@ end
 -- servers: a free ticket is free now, a held one frees at its holder's start plus
 -- the mean hold time, and each then serves the line in turn. Hand-overs are left
 -- out on purpose: a waiter back a little early waits for its turn in the worker
--- (the task's BUSY_WAIT_IN_PLACE), while one back late would leave tickets idle.
+-- (execution.BUSY_WAIT_IN_PLACE), while one back late would leave tickets idle.
 local function sem_estimate(k, capacity, tickets, seq, now_ms)
   local ahead = seq and redis.call('ZCOUNT', k[2], '-inf', '(' .. fmt(seq))
     or redis.call('ZCARD', k[2])
