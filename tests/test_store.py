@@ -132,6 +132,18 @@ def test_start_duplicate_changes_nothing_and_throttle_counts_nothing():
     assert store.client.zcard(store.keys.rate("r")) == 1  # the throttled start was not counted
 
 
+def test_the_admissions_log_keeps_only_what_can_still_hold_a_start_back():
+    store = get_store()
+    wide = (("wide", Rate(1_000_000, 1)),)  # never binds
+    for i in range(25):  # a steady flow over 2.5 s: the log never lapses
+        started = store.start(f"t{i}", task_name="t", lock=None, lease_ms=10_000, rates=wide)
+        assert started.status == Started.ADMITTED
+        time.sleep(0.1)
+    # The log keeps the last window (and its 20 ms margin), not every admission up
+    # to `times`: each start reads and keeps what can still hold one back.
+    assert store.client.zcard(store.keys.rate("wide")) <= 12
+
+
 def test_keys_never_collide_with_django_cache_keys(settings):
     settings.CACHES["default"]["KEY_PREFIX"] = get_store().keys.prefix
     cache = caches["default"]

@@ -18,17 +18,15 @@ local rows = {}
 for _, identity in ipairs(ids) do
   local details = redis.call('HGET', KEYS[2], identity) or ''
   local log, queue = ARGV[3] .. identity, ARGV[4] .. identity
-  local limits, most = {}, 0
+  local limits = {}
   for times, window in string.gmatch(details, '\t(%d+)\t(%d+)') do
     limits[#limits + 1] = {tonumber(times), tonumber(window)}
-    most = math.max(most, tonumber(times))
   end
-  local admitted, reserved = rate_entries(log, queue, math.max(most, 1))
   local starts = {}
   for i, limit in ipairs(limits) do
     starts[i] = redis.call('ZCOUNT', log, '(' .. fmt(now - limit[2]), fmt(now))
   end
-  local slot = math.max(reserved[1] or now, rate_free_at(limits, admitted, reserved, now))
+  local slot = math.max(last_reservation(queue) or now, rate_free_at(limits, log, queue, now))
   local waiting = redis.call('ZCARD', queue)
   rows[#rows + 1] = {identity, details, starts, waiting, fmt(slot)}
 end

@@ -105,15 +105,14 @@ if #limits > 0 then
   local grace = longest + RESERVATION_GRACE_US
   redis.call('ZREMRANGEBYSCORE', queue, '-inf', fmt(now - grace))
   local mine = tonumber(redis.call('ZSCORE', queue, owner) or ARGV[13])
-  local admitted, reserved = rate_entries(log, queue, most)
   local slot
   if mine then
     -- A reserved task: later slots were given out counting its own, so it runs at
     -- its slot, or as soon after as the admissions allow (it arrived late).
-    slot = math.max(mine, rate_free_at(limits, admitted, {}, now))
+    slot = math.max(mine, rate_free_at(limits, log, nil, now))
   else
     -- FIFO: after every waiter, where admissions and reservations leave room.
-    slot = math.max(reserved[1] or now, rate_free_at(limits, admitted, reserved, now))
+    slot = math.max(last_reservation(queue) or now, rate_free_at(limits, log, queue, now))
   end
   local slot_ms = math.ceil(slot / 1000)
   redis.call('ZADD', registry, 'GT', fmt(slot_ms + math.ceil(longest / 1000)), ARGV[11])
