@@ -1,11 +1,11 @@
 -- Rate-limit helpers, joined after lib.lua in front of the scripts that use them.
 
 -- Rate limits. A key keeps a log of its admissions (zset: admission µs, also the
--- member; as many as its largest `times`, within its longest window) and a queue of reservations (zset: task
--- id -> slot µs). `limits` is a list of {times, window µs}. Admissions alone decide
--- whether a start may run (the bound); reservations only order and schedule the
--- waiters. An admission may lie a little in the future (see start.lua), so "newest"
--- is by value, never by insertion order.
+-- member; as many as its largest `times`, within its longest window) and a queue
+-- of reservations (zset: task id -> slot µs). `limits` is a list of {times,
+-- window µs}. Admissions alone decide whether a start may run (the bound);
+-- reservations only order and schedule the waiters. An admission may lie a little
+-- in the future (see start.lua), so "newest" is by value, never by insertion order.
 
 -- A slot that follows a reservation by a window keeps this margin, µs: the
 -- reserved task may arrive a little late, and its successor then need not wait.
