@@ -46,11 +46,12 @@ def test_builtin_defaults_apply_without_any_configuration(task_name):
 
 
 def test_a_policy_is_read_only(task_name):
-    policy = policies.resolve(task_name, {"unique": True})
+    decorator = {"unique": True}
+    policy = policies.resolve(task_name, decorator)
     with pytest.raises(AttributeError, match="read-only"):
         policy.unique = False
     # The cached policy every later call gets is unchanged.
-    assert policies.resolve(task_name, None).unique is False
+    assert policies.resolve(task_name, decorator) is policy
     assert policy.unique is True and policy.values["unique"] is True
 
 

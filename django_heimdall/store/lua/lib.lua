@@ -42,12 +42,10 @@ end
 -- (unique_until "expired"): the lock itself says so, whatever policy applies later
 -- (the field is only written when set: the hot path writes no more than it needs).
 local function take_lock(keys, owner, task, preview, lease, now_ms, keep)
+  redis.call('HSET', keys[1], 'owner', owner, 'task', task, 'phase', 'queued',
+    'since', fmt(now_ms), 'args', preview)
   if keep == '1' then
-    redis.call('HSET', keys[1], 'owner', owner, 'task', task, 'phase', 'queued',
-      'since', fmt(now_ms), 'args', preview, 'keep', keep)
-  else
-    redis.call('HSET', keys[1], 'owner', owner, 'task', task, 'phase', 'queued',
-      'since', fmt(now_ms), 'args', preview)
+    redis.call('HSET', keys[1], 'keep', keep)
   end
   redis.call('PEXPIRE', keys[1], lease)
   redis.call('SET', keys[4], keys[1], 'PX', lease)
