@@ -70,12 +70,14 @@ class Demo:
         database: str | None = None,
         quiet: bool = False,
         url_file: Path | None = None,
+        log_dir: Path | None = None,
     ):
         self.port = port
         self.redis_url = redis_url or os.environ.get("REDIS_URL")
         self.database = database
         self.quiet = quiet
         self.url_file = url_file  # where to tell other commands the Redis URL
+        self.log_dir = log_dir  # quiet: each process's output in <name>.log there
         self.redis: Any = None
         self.processes: list[subprocess.Popen] = []
         self.username, self.password = "demo", secrets.token_urlsafe(9)
@@ -104,7 +106,12 @@ class Demo:
             stdout=subprocess.DEVNULL if self.quiet else None,
         ).returncode
 
-    def spawn(self, *args: str) -> subprocess.Popen:
+    def spawn(self, name: str, *args: str) -> subprocess.Popen:
+        output: Any = None
+        if self.quiet:
+            output = subprocess.DEVNULL
+            if self.log_dir:
+                output = (self.log_dir / f"{name}.log").open("ab")
         # Each in its own session, so that stopping it also stops its children
         # (the worker's pool processes) and Ctrl-C reaches only this script.
         process = subprocess.Popen(
@@ -112,11 +119,23 @@ class Demo:
             env=self.env(),
             cwd=ROOT,
             start_new_session=True,
-            stdout=subprocess.DEVNULL if self.quiet else None,
-            stderr=subprocess.DEVNULL if self.quiet else None,
+            stdout=output,
+            stderr=subprocess.STDOUT if self.quiet else None,
         )
+        if output not in (None, subprocess.DEVNULL):
+            output.close()  # the child holds its own copy
         self.processes.append(process)
         return process
+
+    def logs(self, lines: int = 40) -> str:
+        """The last lines each process wrote to ``log_dir``."""
+        if not self.log_dir:
+            return ""
+        tails = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            tails.append("\n".join([f"--- {path.name} ---", *tail]))
+        return "\n".join(tails)
 
     def start(self) -> Demo:
         if not self.redis_url:
@@ -136,6 +155,7 @@ class Demo:
             "user.save()",
         )
         self.spawn(
+            "worker",
             "-m",
             "celery",
             "-A",
@@ -153,6 +173,7 @@ class Demo:
             "--without-mingle",
         )
         self.spawn(
+            "beat",
             "-m",
             "celery",
             "-A",
@@ -163,7 +184,8 @@ class Demo:
             "-s",
             str(Path(self.database or ROOT / "demo.sqlite3").with_suffix(".beat")),
         )
-        self.spawn(str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{self.port}", "--noreload")
+        address = f"127.0.0.1:{self.port}"
+        self.spawn("web", str(ROOT / "manage.py"), "runserver", address, "--noreload")
         if self.url_file:
             self.url_file.write_text(f"{self.redis_url}\n")
         return self

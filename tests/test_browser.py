@@ -264,9 +264,10 @@ def test_demo_page_draws_live_timelines(browser, screenshot, tmp_path):
             if slug == "rebuild":
                 wait_until(
                     lambda: browser.find_element(By.ID, "responses-rebuild").text.count("\n") == 2,
-                    timeout=WAIT,
+                    timeout=60,
                     message="three API answers",
                 )
+                assert "no answer" not in browser.find_element(By.ID, "responses-rebuild").text
 
         # Rate limit: six rows, the ones over the limit waiting (hollow), not started.
         wait_until(lambda: len(rows("partner")) == 6, timeout=WAIT, message="six partner calls")

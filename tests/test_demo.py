@@ -46,6 +46,7 @@ def running_demo(tmp_path):
         database=str(tmp_path / "demo.sqlite3"),
         quiet=True,
         url_file=tmp_path / "demo-redis-url",  # never the checkout's .demo-redis-url
+        log_dir=tmp_path,
     )
     try:
         demo.start()
@@ -53,6 +54,9 @@ def running_demo(tmp_path):
             lambda: _get(urllib.request.build_opener(), demo.url), timeout=60, message="web server"
         )
         yield demo
+    except BaseException:
+        print(demo.logs())  # shown with the failure
+        raise
     finally:
         demo.stop()
         redis.stop()

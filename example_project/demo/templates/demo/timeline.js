@@ -194,16 +194,28 @@
     button.addEventListener("click", async () => {
       const answers = [];
       for (let n = 0; n < chart.repeat; n++) {
-        const response = await fetch(chart.url, {method: "POST", headers: {"X-CSRFToken": csrf}});
+        let response;
+        try {
+          response = await fetch(chart.url, {method: "POST", headers: {"X-CSRFToken": csrf}});
+        } catch (exc) {  // no answer at all: say so on its line rather than stop
+          answers.push(`no answer: ${exc.message}`);
+          error.textContent = `${chart.slug}: the request failed: ${exc.message}`;
+          continue;
+        }
         const body = await response.json().catch(() => ({}));
         answers.push(`${response.status} ${body.status || body.error || ""}${body.task_id ? ` ${body.task_id}` : ""}`);
         if (response.status >= 500) error.textContent = body.error || response.statusText;
       }
       const out = document.getElementById(`responses-${chart.slug}`);
       if (out) out.textContent = answers.join("\n");
-      refresh();
     });
   }
-  refresh();
-  setInterval(refresh, 1000);
+  // One read at a time: on a busy machine a read slower than the period would
+  // otherwise pile up and take every connection the browser allows the host,
+  // leaving the buttons' requests waiting behind them.
+  async function poll() {
+    await refresh();
+    setTimeout(poll, 1000);
+  }
+  poll();
 })();
