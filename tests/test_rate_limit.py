@@ -5,6 +5,10 @@ its retry count and is stored as THROTTLED."""
 import time
 
 import pytest
+from celery import states
+from celery.app.trace import build_tracer
+from celery.result import AsyncResult
+from kombu.utils.uuid import uuid
 
 from django_heimdall import signals
 from django_heimdall.keys import identity
@@ -96,6 +100,27 @@ def test_unique_and_rate_limited_task_runs_exactly_once_after_deferral(settings,
     assert max_in_window([r["t"] for r in runs], 3_000_000) == 1
     assert {r["retries"] for r in runs} == {0}
     wait_until(lambda: get_store().holder(lock_of(name)) is None, message="release after run")
+
+
+def test_a_deferral_ends_its_traceback_at_the_task(settings, throttled):
+    """Celery's tracer copies the code positions of every frame an ``Ignore`` passed
+    through (into two ``ExceptionInfo``s it never shows): the deferral's traceback
+    ends at ``HeimdallTask.__call__``, without the engine's large frames."""
+    limit(settings, "tests.tasks.limited", "1/5s")
+    assert tasks.limited.delay(0).get(timeout=30) == 0  # the window's one start
+    task = tasks.limited._get_current_object()
+    tracer = build_tracer(task.name, task, eager=False, propagate=False, app=task.app)
+    task_id = uuid()
+    einfo, info, *_ = tracer(task_id, (1,), {}, {"id": task_id})
+    assert info.state == states.IGNORED
+    assert throttled and throttled[0]["task_id"] == task_id  # deferred, not run
+    frames, tb = [], einfo.tb
+    while tb is not None:
+        frames.append((tb.tb_frame.f_globals["__name__"], tb.tb_frame.f_code.co_name))
+        tb = tb.tb_next
+    assert frames[-1] == ("django_heimdall.task", "__call__")
+    assert not [f for f in frames if f[0] == "django_heimdall.execution"]
+    assert AsyncResult(task_id).get(timeout=30) == 1  # the re-sent message ran
 
 
 def lock_of(name):
