@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from kombu.utils.uuid import uuid
 
@@ -309,7 +310,7 @@ def _waiting(task: HeimdallTask, meta: dict[str, Any]) -> None:
 
 
 def defer(
-    task: HeimdallTask,
+    task: Task,
     args: Any,
     kwargs: Any,
     wait: float,
@@ -320,7 +321,8 @@ def defer(
     """Re-send this very message (same id, same ``retries``, same lock) later, then end.
 
     A task waiting for a rate-limit slot carries that slot (``slot_us``, Redis
-    clock) and is stored as ``THROTTLED`` meanwhile."""
+    clock) and is stored as ``THROTTLED`` meanwhile. ``task`` may be a plain Celery
+    task (``@locked``)."""
     from .task import HeimdallTask  # here: task.py imports this module
 
     countdown = min(wait, max_countdown(task.app))
@@ -338,13 +340,16 @@ def defer(
         headers[SLOT_HEADER] = slot_us
         _waiting(task, {"key": key, "countdown": wait})
     options["headers"] = headers
+    heimdall = isinstance(task, HeimdallTask)
     try:
         # Past HeimdallTask: the lock (if any) stays ours and covers the wait,
         # and the start check re-decides when the message comes back.
-        super(HeimdallTask, task).apply_async(again.args, again.kwargs, **options)
+        publish = super(HeimdallTask, task).apply_async if heimdall else task.apply_async
+        publish(again.args, again.kwargs, **options)
     except BaseException:
         logger.exception("%s[%s] could not be deferred", task.name, request.id)
-        release(task, request.id)
+        if heimdall:
+            release(task, request.id)
         raise
     logger.info("%s[%s] deferred by %.3fs", task.name, request.id, countdown)
     request._heimdall_deferred = True

@@ -5,6 +5,7 @@ call), edited in the admin override form and converted between the two; and
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,7 @@ def _parse_bool(name: str, value: Any, dotted_paths: bool) -> bool:
 
 
 def _parse_seconds(name: str, value: Any, dotted_paths: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise invalid_option(
             name,
             f"'{name}' must be a positive number of seconds, not {value!r}.",
@@ -81,7 +82,15 @@ def _parse_key(name: str, value: Any, dotted_paths: bool) -> Any:
                 f"'{name}' must be a dotted path, not {value!r}.",
                 "Give the dotted path of a callable(args, kwargs) -> str.",
             )
-        return import_callable(name, value)
+        func = import_callable(name, value)
+        if not callable(func):
+            raise OptionError(
+                "heimdall.E008",
+                name,
+                f"'{name}' names {value!r}, which is not callable but {type(func).__name__}.",
+                "Give the dotted path of a callable(args, kwargs) -> str.",
+            )
+        return func
     if callable(value) or (isinstance(value, str) and value):
         return value
     raise invalid_option(
@@ -241,7 +250,28 @@ BOOL = Kind(
         ),
     ),
 )
-SECONDS = Kind(_parse_seconds, lambda: forms.FloatField(required=False, min_value=0))
+
+
+def _number_from_form(value: Any) -> Any:
+    """A number typed in the form; any other text goes to the parser as it is,
+    so that its error is worded like the system check's."""
+    if value in (None, ""):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _number_field() -> forms.Field:
+    return forms.CharField(
+        required=False, max_length=32, widget=forms.TextInput(attrs={"inputmode": "decimal"})
+    )
+
+
+SECONDS = Kind(_parse_seconds, _number_field, from_form=_number_from_form)
 KEY = Kind(_parse_key, lambda: forms.CharField(required=False, max_length=255))
 NAMES = Kind(
     _parse_names,
@@ -255,7 +285,7 @@ RATE_LIMIT = Kind(
     from_form=_rate_limit_from_form,
     to_form=lambda raw: ", ".join(map(str, raw)) if isinstance(raw, list) else raw,
 )
-COUNT = Kind(_parse_int, lambda: forms.IntegerField(required=False, min_value=1))
+COUNT = Kind(_parse_int, _number_field, from_form=_number_from_form)
 TEXT = Kind(_parse_text, lambda: forms.CharField(required=False, max_length=255))
 RESOURCES = Kind(
     _parse_resources,

@@ -202,10 +202,9 @@ def locked(
 ) -> Callable[[F], F]:
     """Run a bound task's body only while holding a ticket of semaphore ``name``.
 
-    Place it under ``@shared_task(bind=True)``. With no ticket free and ``retry``:
-    a ``HeimdallTask`` goes back to the queue in line (FIFO, without using a retry);
-    a plain Celery task calls ``self.retry(countdown=...)`` (which counts against
-    its ``max_retries``). With ``retry=False`` it raises ``ResourceBusy``.
+    Place it under ``@shared_task(bind=True)``. With no ticket free and ``retry``,
+    the task goes back to the queue in line (FIFO): the same message is re-sent,
+    without using a retry. With ``retry=False`` it raises ``ResourceBusy``.
     ``lease``: seconds (default: a HeimdallTask's ``unique_timeout``, else one hour).
     """
 
@@ -227,9 +226,7 @@ def locked(
                 if not runs_later:
                     raise
                 wait = countdown if countdown is not None else max(0.5, busy.retry_after or 0)
-                if heimdall:
-                    defer(task, args, kwargs, wait)
-                raise task.retry(countdown=wait, exc=busy) from None
+                defer(task, args, kwargs, wait)
             # With the task's heartbeat on, the ticket is renewed like its lock.
             beating = None
             if heimdall and task.heimdall_policy.heartbeat:

@@ -106,7 +106,7 @@ class RateLimit:
 
     A callable is called at every task start with any of ``key``, ``task``, ``args``
     and ``kwargs`` that it names as parameters, and returns a rate or a list of
-    rates in the forms above, so a limit can change at run time.
+    rates in the forms above (or a ``RateLimit``), so a limit can change at run time.
     """
 
     __slots__ = ("_parts",)
@@ -140,7 +140,15 @@ class RateLimit:
                 rates.append(part)
             else:
                 given = part.func(**{name: available[name] for name in part.params})
-                rates += parse_rates(given)
+                single = is_single_rate(given) or isinstance(given, RateLimit)
+                items = [given] if single else given
+                if not isinstance(items, (tuple, list)) or not items:
+                    parse_rates(given)  # raises the error that says what to give
+                for item in items:
+                    if isinstance(item, RateLimit):
+                        rates += item.rates(**available)
+                    else:
+                        rates.append(parse_rate(item))
         return tuple(rates)
 
     def resolve(self, *, key: str, task: Any, args: Any, kwargs: Any) -> Rate:

@@ -11,10 +11,13 @@ one store call.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from typing import Any
 
-from celery import Task
+from celery import Task, states
 from celery.exceptions import Ignore
+from celery.result import EagerResult
 from kombu.utils.uuid import uuid
 
 from . import execution, keys, policies, signals
@@ -28,10 +31,25 @@ from .exceptions import (
 )
 from .intervals import only_after
 from .messages import CALL_HEADER, LOCK_HEADER, delay_ms, header, in_canvas
-from .options import parse_call_options
+from .options import OPTIONS, parse_call_options
 from .store import Acquired, Renewed, get_store
 
 logger = logging.getLogger("django_heimdall")
+
+#: Results of the latest unique tasks applied eagerly in this process: Celery stores
+#: none, and a duplicate's ``.get()`` must not wait for ever.
+_EAGER_RESULTS: OrderedDict[str, EagerResult] = OrderedDict()
+_EAGER_KEPT = 1000
+_eager_lock = threading.Lock()
+
+
+def _remember_eager(result: Any) -> Any:
+    if isinstance(result, EagerResult):
+        with _eager_lock:
+            _EAGER_RESULTS[result.id] = result
+            while len(_EAGER_RESULTS) > _EAGER_KEPT:
+                _EAGER_RESULTS.popitem(last=False)
+    return result
 
 
 class HeimdallTask(Task):
@@ -43,13 +61,22 @@ class HeimdallTask(Task):
     or in ``settings.HEIMDALL["TASKS"]``.
     """
 
-    #: Options given on the decorator (the ``heimdall={...}`` dict).
+    #: Options given on the decorator (the ``heimdall={...}`` dict), on top of
+    #: those of the ``HeimdallTask`` subclasses it derives from.
     heimdall: dict[str, Any] | None = None
     #: A skipped duplicate or busy start is an expected outcome: logged without a traceback.
     throws = (DuplicateTaskSkipped, ResourceBusy)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # The decorator's heimdall={...} (a class attribute of the class Celery makes)
+        # adds to a base class's options instead of hiding them.
+        own, inherited = cls.__dict__.get("heimdall"), super(cls, cls).heimdall
+        if isinstance(own, dict) and isinstance(inherited, dict) and inherited:
+            # An option given here in either spelling replaces the base's.
+            spelled = {OPTIONS[n].legacy_of for n in own if n in OPTIONS}
+            given = set(own) | spelled
+            cls.heimdall = {**{k: v for k, v in inherited.items() if k not in given}, **own}
         # A user's throws=(...) on the decorator must not drop ours.
         for exc in (DuplicateTaskSkipped, ResourceBusy):
             if exc not in cls.throws:
@@ -101,8 +128,10 @@ class HeimdallTask(Task):
         options["headers"] = {**(options.get("headers") or {}), LOCK_HEADER: lock}
 
         def publish():
-            return super(HeimdallTask, self).apply_async(
-                args, kwargs, task_id, producer, link, link_error, shadow, **options
+            return _remember_eager(
+                super(HeimdallTask, self).apply_async(
+                    args, kwargs, task_id, producer, link, link_error, shadow, **options
+                )
             )
 
         store = get_store()
@@ -137,7 +166,7 @@ class HeimdallTask(Task):
                 raise AlreadyQueuedError(taken.holder, taken.expires_in)
             if generated and not in_canvas(link, link_error, options):
                 logger.debug("%s: duplicate of %s not published", self.name, taken.holder)
-                return self.AsyncResult(taken.holder)
+                return self._holder_result(taken.holder)
             # A canvas step, a retry or a caller's own task id: somebody waits for
             # this very id, so it is published and its start decides (it is skipped
             # with DuplicateTaskSkipped if the holder still runs). Never swallowed.
@@ -164,6 +193,15 @@ class HeimdallTask(Task):
             if taken.status in (Acquired.TAKEN, Acquired.REPLACED):
                 execution.release(self, task_id)
             raise
+
+    def _holder_result(self, holder: str) -> Any:
+        """The result a duplicate returns: the holder's."""
+        if not self.app.conf.task_always_eager:
+            return self.AsyncResult(holder)
+        with _eager_lock:
+            ran = _EAGER_RESULTS.get(holder)
+        # Still running (a task applying itself), or applied in another process.
+        return ran or EagerResult(holder, None, states.PENDING)
 
     # -- start and end -----------------------------------------------------------
 

@@ -472,7 +472,7 @@ def slot_crashing(self, name):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-@shared_task(bind=True, max_retries=50)
+@shared_task(bind=True, max_retries=0)
 @locked("plain-locked")
 def plain_locked(self, n):
     record("locked", id=self.request.id, n=n, retries=self.request.retries, kind="plain")

@@ -280,6 +280,16 @@ def test_unimportable_dotted_path_in_settings_is_e008(settings, option, path):
     assert repr(path) in msg.msg
 
 
+@pytest.mark.parametrize("path", ["tests.settings.REDIS_URL", "django.conf.settings"])
+def test_key_path_naming_something_not_callable_is_e008(settings, path):
+    """A string constant would become every call's key; an object fails every call."""
+    settings.HEIMDALL = {**settings.HEIMDALL, "TASKS": {CONFIGURED: {"key": path}}}
+    messages = check_settings()
+    assert [m.id for m in messages] == ["heimdall.E008"]
+    msg = task_options_error(messages, "heimdall.E008", CONFIGURED, "'key'")
+    assert repr(path) in msg.msg and "not callable" in msg.msg
+
+
 def test_unimportable_dotted_path_in_defaults_is_e008(settings):
     settings.HEIMDALL = {**settings.HEIMDALL, "DEFAULTS": {"key": "nope.missing.func"}}
     msg = the_error(check_settings(), "heimdall.E008")

@@ -44,3 +44,15 @@ def test_eager_over_the_limit_raises_rate_limit_exceeded(heimdall_prefix, redis_
     assert 0 < info.value.retry_after <= 1
     assert [r["name"] for r in tasks.records("unique_and_limited")] == ["a"]
     assert lock_keys(heimdall_prefix, redis_client) == []
+
+
+@pytest.mark.usefixtures("eager")
+def test_an_eager_duplicate_returns_the_holders_result():
+    """Celery stores no eager result: a duplicate's ``.get()`` gives the value the
+    holder returned in this process (a worker's would read it from the backend),
+    and never waits."""
+    first = tasks.eager_interval.delay("once")
+    again = tasks.eager_interval.delay("once")  # within the interval: not run
+    assert again.id == first.id
+    assert again.get(timeout=5) == "once"
+    assert len(tasks.records("eager_interval")) == 1

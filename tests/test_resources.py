@@ -2,6 +2,8 @@
 real (in-thread) worker: what a busy start does with ``on_busy`` "skip" and
 "defer", and the decorator on HeimdallTask and on a plain Celery task."""
 
+import time
+
 import pytest
 
 from django_heimdall import ResourceBusy, mutex, signals
@@ -78,13 +80,20 @@ def test_locked_on_a_heimdall_task_defers_without_retries(celery_worker):
     assert [r["retries"] for r in tasks.records("locked")] == [0]
 
 
-def test_locked_on_a_plain_celery_task_falls_back_to_retry(celery_worker):
+def test_locked_on_a_plain_celery_task_waits_in_line_without_retries(celery_worker):
+    """max_retries=0: a retry would fail the task; the re-sent message does not."""
     with mutex("plain-locked"):
         result = tasks.plain_locked.delay(3)
-        wait_until(lambda: result.state == "RETRY", message="a retry")
+        wait_until(
+            lambda: (
+                (live().semaphore("resource:plain-locked") or None)
+                and live().semaphore("resource:plain-locked").waiting == 1
+            ),
+            message="the task to wait in line",
+        )
+        time.sleep(2)  # more than one re-send while the mutex is held
     assert result.get(timeout=30) == 3
-    runs = tasks.records("locked")
-    assert len(runs) == 1 and runs[0]["retries"] >= 1
+    assert [(r["id"], r["retries"]) for r in tasks.records("locked")] == [(result.id, 0)]
 
 
 def test_heartbeat_renews_a_locked_ticket_through_a_long_body(celery_worker):

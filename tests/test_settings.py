@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from django_heimdall import policies
+from django_heimdall import HeimdallTask, policies
 from django_heimdall.conf import heimdall_settings
 from django_heimdall.options import CANONICAL, OPTIONS
 from django_heimdall.ratelimits import Rate, RateLimit, parse_rate
@@ -98,6 +98,42 @@ def test_precedence_builtin_defaults_decorator_settings_admin(settings, task_nam
     }
     assert {name: (getattr(policy, name), policy.sources[name]) for name in expected} == expected
     assert set(policy.sources) == set(OPTIONS)
+
+
+def test_the_decorator_adds_to_a_base_class_options(celery_app, task_name, override_source):
+    """The base-class form survives a decorator that gives options of its own; an
+    option the decorator gives in either spelling replaces the base's."""
+
+    class Family(HeimdallTask):
+        heimdall = {"unique": True, "unique_timeout": 77, "unique_raises": True}
+
+    class Member(Family):
+        heimdall = {"heartbeat": False}
+
+    def run(self, n):
+        return n
+
+    task = celery_app.task(
+        base=Member,
+        bind=True,
+        name=task_name,
+        shared=False,
+        lazy=False,
+        heimdall={"rate_limit": "5/s", "on_duplicate": "existing"},
+    )(run)
+    override_source(None)
+    try:
+        policy = task.heimdall_policy
+        assert (policy.unique, policy.unique_timeout, policy.on_duplicate) == (
+            True,
+            77,
+            "existing",
+        )
+        assert policy.rate_limit == RateLimit("5/s") and policy.heartbeat is False
+        assert {policy.sources[o] for o in ("unique", "unique_timeout")} == {"decorator"}
+        assert Family.heimdall == {"unique": True, "unique_timeout": 77, "unique_raises": True}
+    finally:
+        celery_app.tasks.unregister(task_name)
 
 
 def test_each_layer_shows_through_when_the_layers_above_are_removed(
@@ -341,6 +377,17 @@ def test_rate_limit_callable_may_return_a_tuple_or_a_string():
         Rate(10, 60.0),
         Rate(1, 5.0),
     ]
+
+
+def test_rate_limit_callable_may_return_rate_limits():
+    """Every form the option takes, ``RateLimit`` included, alone or in a list."""
+    given = iter([RateLimit((2, 60)), [RateLimit("5/s"), "100/d"], RateLimit(["1/s", (9, 9)])])
+    limit = RateLimit(lambda: next(given))
+    assert limit.rates(**CALL) == (Rate(2, 60.0),)
+    assert limit.rates(**CALL) == (Rate(5, 1.0), Rate(100, 86400.0))
+    assert limit.rates(**CALL) == (Rate(1, 1.0), Rate(9, 9.0))
+    with pytest.raises(ValueError, match="not a rate"):
+        RateLimit(lambda: []).rates(**CALL)
 
 
 def test_rate_limit_callable_with_an_invalid_return_raises_value_error():
