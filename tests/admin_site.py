@@ -1,4 +1,5 @@
-"""A custom AdminSite with django-heimdall's admins and without TaskResult's."""
+"""Custom AdminSites: one with django-heimdall's admins and without TaskResult's,
+one with the policy overrides only."""
 
 from django.contrib.admin import AdminSite
 
@@ -15,3 +16,6 @@ ops_site.register(PolicyOverride, PolicyOverrideAdmin)
 ops_site.register(Lock, LockAdmin)
 ops_site.register(RateLimitWindow, RateLimitWindowAdmin)
 ops_site.register(ConcurrencySlot, ConcurrencyAdmin)
+
+policies_site = AdminSite(name="policies")
+policies_site.register(PolicyOverride, PolicyOverrideAdmin)

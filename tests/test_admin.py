@@ -9,6 +9,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
+from django_heimdall.checks import check_settings
 from django_heimdall.models import PolicyOverride
 from django_heimdall.store import Acquired, get_store
 
@@ -92,6 +93,30 @@ def test_view_only_sees_locks_without_controls_and_cannot_post(django_user_model
     )
     assert response.status_code == 403
     assert get_store().holder(identity) == owner
+
+
+def test_clearing_without_viewing_shows_nothing(django_user_model):
+    """The confirmation page lists holders and arguments: it needs the view
+    permission too, not only the permission to clear."""
+    identity, owner = hold(args='{"card": "4111-1111"}')
+    client = client_for(staff(django_user_model, "clear_lock"))
+    for data in (
+        {"action": "release_task", "task": "tests.tasks.unique_add"},
+        {"action": "release", "selected": selected(identity, "someone")},
+    ):
+        response = client.post(LOCKS_CONFIRM, data)
+        assert response.status_code == 403
+        assert b"4111" not in response.content and owner.encode() not in response.content
+    assert get_store().holder(identity) == owner
+
+
+@pytest.mark.parametrize(
+    "url", [LOCKS, RATES, reverse("admin:heimdall_concurrencyslot_changelist")]
+)
+def test_a_page_past_the_end_is_an_empty_page(admin_client, url):
+    for page in (10**15, 10**30):
+        response = admin_client.get(url, {"p": page})
+        assert response.status_code == 200
 
 
 def test_index_lists_the_live_models_for_a_viewer(django_user_model):
@@ -326,6 +351,33 @@ def test_override_form_rejects_a_bad_value_with_the_check_wording(admin_client):
     assert not PolicyOverride.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "option, typed, wording",
+    [
+        ("unique_timeout", "-5", "'unique_timeout' must be a positive number of seconds, not -5"),
+        ("unique_timeout", "abc", "'unique_timeout' must be a positive number of seconds, not 'a"),
+        ("concurrency_limit", "0", "'concurrency_limit' must be a positive integer, not 0."),
+        ("concurrency_limit", "1.5", "'concurrency_limit' must be a positive integer, not 1.5."),
+    ],
+)
+def test_override_form_words_number_errors_like_the_check(
+    admin_client, settings, option, typed, wording
+):
+    response = admin_client.post(
+        reverse("admin:heimdall_policyoverride_add"),
+        {"task_name": "tests.tasks.limited", "enabled": "on", option: typed},
+    )
+    assert response.status_code == 200
+    (error,) = response.context["adminform"].form.errors[option]
+    assert wording in error
+    assert not PolicyOverride.objects.exists()
+    # The same value in settings: the check's message says the same.
+    value = json.loads(typed) if typed[0].isdigit() or typed[0] == "-" else typed
+    settings.HEIMDALL = {**settings.HEIMDALL, "TASKS": {"tests.tasks.limited": {option: value}}}
+    (message,) = check_settings()
+    assert wording in message.msg
+
+
 def test_effective_policies_show_values_and_sources(admin_client, settings):
     settings.HEIMDALL = {
         **settings.HEIMDALL,
@@ -357,6 +409,27 @@ def test_bulk_enable_and_disable_are_audited(admin_client, django_user_model):
     assert override.updated_by.username == "admin"
     entry = LogEntry.objects.get()
     assert entry.object_id == str(override.pk) and entry.is_change()
+    assert entry.get_change_message() == "Changed enabled: True → False."
+
+
+def test_changing_an_override_logs_each_old_and_new_value(admin_client):
+    override = PolicyOverride.objects.create(
+        task_name="tests.tasks.limited", options={"rate_limit": "5/m", "unique_timeout": 30}
+    )
+    response = admin_client.post(
+        reverse("admin:heimdall_policyoverride_change", args=[override.pk]),
+        {
+            "task_name": "tests.tasks.limited",
+            "enabled": "on",
+            "rate_limit": "1/m",
+            "concurrency_limit": "2",
+        },
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert LogEntry.objects.get().get_change_message() == (
+        "Changed concurrency_limit: (inherit) → 2; rate_limit: '5/m' → '1/m'; "
+        "unique_timeout: 30 → (inherit)."
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -387,6 +460,14 @@ def test_saving_while_redis_is_down_warns_and_publishes_later(admin_client, priv
 
 
 # -- a custom AdminSite -----------------------------------------------------------------
+
+
+def test_effective_policies_work_on_a_site_without_the_lock_admin(admin_client):
+    response = admin_client.get(reverse("policies:heimdall_policyoverride_effective"))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "tests.tasks.unique_add" in content
+    assert "/heimdall/lock/" not in content  # no link to a page this site does not have
 
 
 def test_live_pages_work_on_a_custom_admin_site(admin_client):

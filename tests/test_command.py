@@ -59,6 +59,15 @@ def test_release_asks_and_can_be_cancelled(monkeypatch):
     assert get_store().holder(f"{TASK}:a") == "owner-a"
 
 
+def test_release_without_a_terminal_to_answer_is_a_clear_error(monkeypatch):
+    """No stdin (cron, CI): the question cannot be answered; nothing is released."""
+    hold(f"{TASK}:a", "owner-a")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(CommandError, match=r"no answer.*--noinput"):
+        run("release", f"{TASK}:a")
+    assert get_store().holder(f"{TASK}:a") == "owner-a"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -115,7 +115,8 @@ class LiveAdmin(admin.ModelAdmin):
     def confirm_view(self, request: HttpRequest) -> HttpResponse:
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        if not self.can_change(request):
+        # The confirmation page shows what would change: viewing it needs both.
+        if not (self.has_view_permission(request) and self.can_change(request)):
             raise PermissionDenied
         try:
             if "confirm" in request.POST:
@@ -132,9 +133,13 @@ class LiveAdmin(admin.ModelAdmin):
         raise NotImplementedError
 
 
+#: Beyond any listing (10⁸ rows), and small enough for the offsets Redis takes.
+LAST_PAGE = 1_000_000
+
+
 def page_number(value: Any) -> int:
     """The page a ``?p=`` parameter asks for (1 when missing or garbled)."""
     try:
-        return max(1, int(value))
+        return min(max(1, int(value)), LAST_PAGE)
     except (TypeError, ValueError):
         return 1

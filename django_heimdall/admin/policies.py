@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..models import PolicyOverride
+from ..models import Lock, PolicyOverride
 from ..options import ADMIN, CANONICAL, OPTIONS, SECTIONS
 from ..services import effective_policies, publish_on_commit, registered_task_names
 
@@ -52,6 +52,7 @@ class _OverrideFormBase(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.before = _audited(self.instance)
         for name, value in (self.instance.options or {}).items():
             if name in OPTIONS and name in self.fields:
                 self.initial.setdefault(name, OPTIONS[name].kind.to_form(value))
@@ -66,6 +67,27 @@ class _OverrideFormBase(forms.ModelForm):
                     options[option.name] = raw
         self.instance.options = options
         return cleaned
+
+
+def _audited(override: PolicyOverride) -> dict[str, Any]:
+    """What the audit compares: the override's fields and each of its options."""
+    fields = {name: getattr(override, name) for name in _OverrideFormBase.Meta.fields}
+    return {**fields, **(override.options or {})}
+
+
+def change_message(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """``name: old → new`` for each field or option that changed (old or new may
+    be "(inherit)", an option not set), for the admin log."""
+
+    def shown(values: dict[str, Any], name: str) -> str:
+        return repr(values[name]) if name in values else str(_("(inherit)"))
+
+    changed = [
+        f"{name}: {shown(before, name)} → {shown(after, name)}"
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    ]
+    return _("Changed %(changes)s.") % {"changes": "; ".join(changed)} if changed else ""
 
 
 PolicyOverrideForm = type(
@@ -100,6 +122,13 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
     @admin.display(description=_("overrides"))
     def summary(self, obj: PolicyOverride) -> str:
         return ", ".join(f"{name}={value}" for name, value in obj.raw_options().items())
+
+    def construct_change_message(
+        self, request: HttpRequest, form: Any, formsets: Any, add: bool = False
+    ) -> Any:
+        """The admin log of a change says old → new of every field and option."""
+        message = "" if add else change_message(form.before, _audited(form.instance))
+        return message or super().construct_change_message(request, form, formsets, add)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         obj.updated_by = request.user
@@ -137,7 +166,8 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
             enabled=enabled, updated_by=request.user, updated_at=timezone.now()
         )
         for obj in changed:
-            self.log_change(request, obj, [{"changed": {"fields": ["enabled"]}}])
+            message = change_message({"enabled": obj.enabled}, {"enabled": enabled})
+            self.log_change(request, obj, message)
         self._report_publication(request)
         if enabled:
             message = ngettext("%(count)d override enabled.", "%(count)d overrides enabled.", count)
@@ -179,6 +209,8 @@ class PolicyOverrideAdmin(admin.ModelAdmin):
             "option_names": list(CANONICAL),
             "overrides": overrides,
             "can_add": self.has_add_permission(request),
-            "can_view_locks": request.user.has_perm("heimdall.view_lock"),
+            "can_view_locks": (
+                self.admin_site.is_registered(Lock) and request.user.has_perm("heimdall.view_lock")
+            ),
         }
         return TemplateResponse(request, "admin/heimdall/effective.html", context)

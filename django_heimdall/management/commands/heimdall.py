@@ -260,7 +260,15 @@ class Command(BaseCommand):
     # -- helpers -------------------------------------------------------------------
 
     def _confirm(self, interactive: bool, question: str) -> None:
-        if interactive and input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+        if not interactive:
+            return
+        try:
+            answer = input(f"{question} [y/N] ")
+        except (EOFError, KeyboardInterrupt):
+            raise CommandError(
+                "Cancelled: no answer (pass --noinput to skip the question)."
+            ) from None
+        if answer.strip().lower() not in ("y", "yes"):
             raise CommandError("Cancelled.")
 
     def _json(self, data: Any) -> None:
