@@ -74,8 +74,7 @@ class HeimdallTask(Task):
         own, inherited = cls.__dict__.get("heimdall"), super(cls, cls).heimdall
         if isinstance(own, dict) and isinstance(inherited, dict) and inherited:
             # An option given here in either spelling replaces the base's.
-            spelled = {OPTIONS[n].legacy_of for n in own if n in OPTIONS}
-            given = set(own) | spelled
+            given = set(own) | {OPTIONS[n].legacy_of for n in own if n in OPTIONS}
             cls.heimdall = {**{k: v for k, v in inherited.items() if k not in given}, **own}
         # A user's throws=(...) on the decorator must not drop ours.
         for exc in (DuplicateTaskSkipped, ResourceBusy):
