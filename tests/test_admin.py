@@ -235,6 +235,19 @@ def test_release_all_of_a_task_spares_locks_taken_after_confirmation(clearer):
     assert LogEntry.objects.count() == 1
 
 
+def test_release_all_of_a_task_with_nothing_to_release_logs_nothing(clearer):
+    task = "tests.tasks.unique_add"
+    page = clearer.post(LOCKS_CONFIRM, {"action": "release_task", "task": task})
+    cutoff = dict(page.context["hidden"])["cutoff"]
+    response = clearer.post(
+        LOCKS_CONFIRM,
+        {"action": "release_task", "task": task, "cutoff": cutoff, "confirm": "yes"},
+        follow=True,
+    )
+    assert "0 locks of tests.tasks.unique_add released." in messages_of(response)
+    assert not LogEntry.objects.exists()
+
+
 def test_release_and_revoke_revokes_the_holder(clearer, celery_worker):
     from celery.worker import state
 

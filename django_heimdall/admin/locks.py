@@ -131,7 +131,8 @@ class LockAdmin(LiveAdmin):
                 self.message_user(request, _("The confirmation was incomplete."), messages.ERROR)
                 return HttpResponseRedirect(self.changelist_url(task=task))
             count = live().release_task(task, cutoff)
-            self.log(request, task, task, f"Released {count} locks of task {task}")
+            if count:  # like a single release: nothing released, nothing to log
+                self.log(request, task, task, f"Released {count} locks of task {task}")
             self.message_user(
                 request,
                 ngettext(
