@@ -24,6 +24,7 @@ from celery.utils.time import maybe_make_aware
 from . import signals
 from .conf import heimdall_settings
 from .execution import plan
+from .options import parse_call_options
 from .store import get_store
 from .store.beat import BeatStore, Claimed, Led
 
@@ -217,7 +218,9 @@ def _policy_checks(task: Any, entry: Any) -> tuple[str | None, tuple[Any, ...]]:
 
     if not isinstance(task, HeimdallTask):
         return None, ()
-    policy = task.heimdall_policy
+    # The entry's options go to apply_async: per-call options count as they would there.
+    call = (entry.options or {}).get("heimdall")
+    policy = task.heimdall_policy.with_call_options(parse_call_options(call) if call else {})
     skips = policy.on_busy == "skip" and (policy.concurrency_limit or policy.resources)
     if not policy.unique and not skips:
         return None, ()

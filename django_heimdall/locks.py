@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from celery.exceptions import Ignore
 from kombu.utils.uuid import uuid
 
 from .conf import heimdall_settings
@@ -33,6 +34,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_LEASE = 60.0
 #: Longest pause between two attempts of a blocking acquire, seconds.
 MAX_PAUSE = 1.0
+
+
+class SecondDelivery(Exception):
+    """The ticket is held by another execution of the same holder: a second
+    delivery of a task's message while the first one runs."""
 
 
 def _capacity(name: str, capacity: int | None) -> int:
@@ -66,6 +72,7 @@ class Semaphore:
         blocking: bool = False,
         timeout: float | None = None,
         holder: str | None = None,
+        token: str = "",
     ):
         if not lease > 0:
             raise ValueError(f"lease must be a positive number of seconds, not {lease!r}")
@@ -75,6 +82,7 @@ class Semaphore:
         self.blocking = blocking
         self.timeout = timeout
         self.holder = holder or uuid()
+        self.token = token  # the execution holding it ("": the holder itself)
         self.acquired_at: int | None = None
         self.released_at: int | None = None
         self.held = False
@@ -108,6 +116,7 @@ class Semaphore:
                     lease_ms=self._lease_ms,
                     label=label,
                     queue=queue,
+                    token=self.token,
                 )
             except HeimdallUnavailable as exc:
                 if not heimdall_settings.fail_open:
@@ -119,6 +128,8 @@ class Semaphore:
             if result.status == Sem.ACQUIRED:
                 self.acquired_at, self.held = result.now_us, True
                 return
+            if result.status == Sem.TWIN:
+                raise SecondDelivery(f"{self.holder} holds {self.name} in another execution")
             left = None if deadline is None else deadline - time.monotonic()
             if not self.blocking or (left is not None and left <= 0):
                 if self.blocking:
@@ -131,7 +142,7 @@ class Semaphore:
     def _leave(self) -> None:
         # Unreachable Redis: its place in line lapses on its own.
         with contextlib.suppress(HeimdallUnavailable):
-            self._ops().release(self._semaphore, self.holder)
+            self._ops().release(self._semaphore, self.holder, self.token)
 
     def renew(self, lease: float | None = None) -> bool:
         """Extend the lease to ``lease`` (default: the one given) seconds from now;
@@ -140,7 +151,7 @@ class Semaphore:
             self.lease = lease
         if not self.held:
             return False
-        return self._ops().renew(self._semaphore, self.holder, self._lease_ms)
+        return self._ops().renew(self._semaphore, self.holder, self._lease_ms, self.token)
 
     def release(self) -> bool:
         """Give the ticket back (owner-checked); ``False`` if it was no longer held."""
@@ -148,7 +159,7 @@ class Semaphore:
             return False
         self.held = False
         try:
-            result = self._ops().release(self._semaphore, self.holder)
+            result = self._ops().release(self._semaphore, self.holder, self.token)
         except HeimdallUnavailable as exc:
             logger.warning("semaphore %s not released, its lease ends it: %s", self.name, exc)
             return False
@@ -216,12 +227,19 @@ def locked(
             request = task.request
             heimdall = isinstance(task, HeimdallTask)
             hold = lease or (task.heimdall_policy.unique_timeout if heimdall else 3600.0)
-            # The task id names the holder, so a re-sent task keeps its place in line.
+            # The task id names the holder, so a re-sent task keeps its place in line;
+            # a token per execution, so a second delivery neither runs beside the
+            # first nor gives back its ticket.
             holder = f"locked:{request.id}" if request.id else None
-            ticket = Semaphore(name, capacity, lease=hold, holder=holder)
+            ticket = Semaphore(name, capacity, lease=hold, holder=holder, token=uuid())
             runs_later = retry and not request.is_eager and not request.called_directly
             try:
                 ticket.acquire(queue=runs_later)
+            except SecondDelivery:
+                logger.warning(
+                    "%s[%s] not run: another delivery of it holds %s", task.name, request.id, name
+                )
+                raise Ignore() from None
             except ResourceBusy as busy:
                 if not runs_later:
                     raise

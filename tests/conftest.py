@@ -1,3 +1,4 @@
+import itertools
 import os
 import subprocess
 import sys
@@ -83,6 +84,30 @@ def wait_until(predicate, timeout=30.0, interval=0.05, message="condition"):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {message}")
         time.sleep(interval)
+
+
+def overlapping_twins(celery_app, task_name, record, count):
+    """Send ``count`` messages of ``task_name`` twice each (same task id, as a
+    redelivery would), wait for their results; the task ids, and how many executions
+    of one id overlapped (the task records ``id``, ``start`` and ``end`` under
+    ``record``)."""
+    from celery.result import AsyncResult
+    from kombu.utils.uuid import uuid as task_uuid
+
+    from tests import tasks
+
+    ids = [task_uuid() for _ in range(count)]
+    for n, task_id in enumerate(ids):
+        for _ in range(2):
+            celery_app.send_task(task_name, args=(f"twin-{n}",), task_id=task_id)
+    for task_id in ids:
+        assert AsyncResult(task_id).get(timeout=60).startswith("twin-")
+    time.sleep(0.5)  # let any twin that did run finish recording
+    runs = {}
+    for run in tasks.records(record):
+        runs.setdefault(run["id"], []).append(run)
+    spans = [sorted((r["start"], r["end"]) for r in runs[task_id]) for task_id in ids]
+    return ids, sum(b[0] < a[1] for one in spans for a, b in itertools.pairwise(one))
 
 
 class WorkerProcess:

@@ -479,6 +479,16 @@ def plain_locked(self, n):
     return n
 
 
+@shared_task(bind=True)
+@locked("locked-twins", capacity=10)
+def locked_sleepy(self, name):
+    """Records its start and end on the Redis clock around a short sleep."""
+    start = redis_time_us()
+    time.sleep(0.3)
+    record("locked_sleepy", id=self.request.id, start=start, end=redis_time_us())
+    return name
+
+
 @shared_task(base=HeimdallTask, bind=True, max_retries=0)
 @locked("heimdall-locked")
 def heimdall_locked(self, n):

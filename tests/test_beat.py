@@ -257,6 +257,19 @@ def test_lease_is_checked(settings):
         conf.beat_max_loop_interval = loop
 
 
+def apply_due(scheduler, name, task, args, options):
+    """Add entry ``name`` to ``scheduler``, due now, and apply it as beat would."""
+    entry = scheduler.add(
+        name=name,
+        task=task.name,
+        schedule=1.0,
+        args=args,
+        options=options,
+        last_run_at=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5),
+    )
+    scheduler.apply_entry(entry, producer=scheduler.producer)
+
+
 @pytest.mark.django_db
 def test_skipped_occurrence_sends_a_signal_and_no_message(tmp_path, heimdall_prefix):
     """A unique task whose lock is held: the leader claims the occurrence, logs,
@@ -272,16 +285,7 @@ def test_skipped_occurrence_sends_a_signal_and_no_message(tmp_path, heimdall_pre
     signals.beat_skipped.connect(receiver)
     try:
         scheduler.leadership.refresh()
-        entry = scheduler.add(
-            name="adder",
-            task=tasks.unique_add.name,
-            schedule=1.0,
-            args=(1, 2),
-            options={"queue": queue},
-            last_run_at=datetime.datetime.now(datetime.timezone.utc)
-            - datetime.timedelta(seconds=5),
-        )
-        scheduler.apply_entry(entry, producer=scheduler.producer)
+        apply_due(scheduler, "adder", tasks.unique_add, (1, 2), {"queue": queue})
     finally:
         signals.beat_skipped.disconnect(receiver)
         scheduler.close()
@@ -289,6 +293,25 @@ def test_skipped_occurrence_sends_a_signal_and_no_message(tmp_path, heimdall_pre
     ((sender, kwargs),) = received
     assert sender.name == tasks.unique_add.name
     assert kwargs["holder"] == held.id and kwargs["entry"] == "adder"
+    (occurrence,) = beat_state().recent()
+    assert (occurrence.outcome, occurrence.holder) == ("skipped", held.id)
+
+
+def test_an_entry_unique_by_its_call_options_is_skipped_too(tmp_path, heimdall_prefix):
+    """An entry's options go to apply_async: ``heimdall={"unique": True}`` there makes
+    the occurrence unique, and it is skipped (not sent, not recorded as sent)."""
+    queue = f"{heimdall_prefix}-beat"
+    call = {"unique": True}
+    held = tasks.digest.apply_async(("k",), queue=queue, heimdall=call)  # never runs
+    scheduler = Scheduler(app=celery_app, schedule_filename=str(tmp_path / "schedule"))
+    try:
+        scheduler.leadership.refresh()
+        apply_due(
+            scheduler, "digest-entry", tasks.digest, ("k",), {"queue": queue, "heimdall": call}
+        )
+    finally:
+        scheduler.close()
+    assert len(messages(queue)) == 1  # only the holder's own message
     (occurrence,) = beat_state().recent()
     assert (occurrence.outcome, occurrence.holder) == ("skipped", held.id)
 
@@ -308,23 +331,15 @@ def test_occurrence_of_a_skipping_task_whose_resource_is_taken_is_not_sent(
         received.append(kwargs)
 
     def due(name):
-        return scheduler.add(
-            name=name,
-            task=tasks.skips_single.name,
-            schedule=1.0,
-            args=("beat",),
-            options={"queue": queue},
-            last_run_at=datetime.datetime.now(datetime.timezone.utc)
-            - datetime.timedelta(seconds=5),
-        )
+        apply_due(scheduler, name, tasks.skips_single, ("beat",), {"queue": queue})
 
     signals.beat_skipped.connect(receiver)
     try:
         scheduler.leadership.refresh()
         with mutex("single"):
-            scheduler.apply_entry(due("skipper"), producer=scheduler.producer)
+            due("skipper")
             assert messages(queue) == []
-        scheduler.apply_entry(due("skipper-later"), producer=scheduler.producer)
+        due("skipper-later")
     finally:
         signals.beat_skipped.disconnect(receiver)
         scheduler.close()

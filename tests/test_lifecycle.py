@@ -2,14 +2,12 @@
 that lost work or blocked a key on the engine before the lock key travelled in the
 message, releases followed the owner and executions carried a token."""
 
-import itertools
 import logging
 import time
 
 import pytest
 from celery.result import AsyncResult
 from django.urls import reverse
-from kombu.utils.uuid import uuid
 
 from django_heimdall import DuplicateTaskSkipped, HeimdallError
 from django_heimdall.models import PolicyOverride
@@ -17,7 +15,7 @@ from django_heimdall.overrides import OverrideStorage, source
 from django_heimdall.ratelimits import Rate
 from django_heimdall.store import get_store
 from tests import tasks
-from tests.conftest import wait_until
+from tests.conftest import overlapping_twins, wait_until
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -71,20 +69,9 @@ def test_the_lease_covers_a_countdown_longer_than_the_timeout():
 
 
 def test_a_second_delivery_never_runs_alongside_the_first(celery_app):
-    ids = [uuid() for _ in range(20)]
-    for n, task_id in enumerate(ids):
-        for _ in range(2):  # the same message twice, as a redelivery would
-            celery_app.send_task("tests.tasks.unique_sleepy", args=(f"twin-{n}",), task_id=task_id)
-    for task_id in ids:
-        assert AsyncResult(task_id).get(timeout=60).startswith("twin-")
-    time.sleep(0.5)  # let any twin that did run finish recording
-    runs = {}
-    for run in tasks.records("unique_sleepy"):
-        runs.setdefault(run["id"], []).append(run)
-    overlapping = 0
-    for task_id in ids:
-        spans = sorted((r["start"], r["end"]) for r in runs[task_id])
-        overlapping += sum(b[0] < a[1] for a, b in itertools.pairwise(spans))
+    ids, overlapping = overlapping_twins(
+        celery_app, "tests.tasks.unique_sleepy", "unique_sleepy", 20
+    )
     assert overlapping == 0
     assert all(AsyncResult(task_id).state == "SUCCESS" for task_id in ids)
 

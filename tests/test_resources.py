@@ -11,7 +11,7 @@ from django_heimdall.services import live
 from django_heimdall.store import Slot, get_store
 from django_heimdall.testing import max_concurrent
 from tests import tasks
-from tests.conftest import wait_until
+from tests.conftest import overlapping_twins, wait_until
 
 
 @pytest.fixture
@@ -94,6 +94,17 @@ def test_locked_on_a_plain_celery_task_waits_in_line_without_retries(celery_work
         time.sleep(2)  # more than one re-send while the mutex is held
     assert result.get(timeout=30) == 3
     assert [(r["id"], r["retries"]) for r in tasks.records("locked")] == [(result.id, 0)]
+
+
+def test_a_second_delivery_of_a_locked_task_never_runs_alongside_the_first(
+    celery_app, celery_worker
+):
+    _ids, overlapping = overlapping_twins(
+        celery_app, "tests.tasks.locked_sleepy", "locked_sleepy", 10
+    )
+    assert overlapping == 0
+    info = live().semaphore("resource:locked-twins")
+    assert info is None or info.used == 0  # no ticket left behind by either delivery
 
 
 def test_heartbeat_renews_a_locked_ticket_through_a_long_body(celery_worker):

@@ -6,10 +6,12 @@ scripts themselves."""
 import multiprocessing
 import os
 import signal
+import time
 
 import pytest
 
 from django_heimdall import ResourceBusy, mutex, semaphore
+from django_heimdall.locks import SecondDelivery
 from django_heimdall.services import live
 from django_heimdall.store import Released, Renewed, Sem, Semaphores, Slot, Started, get_store
 from django_heimdall.testing import max_concurrent
@@ -181,3 +183,56 @@ def test_a_request_for_several_semaphores_is_all_or_nothing():
     decision = store.start("y", task_name="t", lease_ms=10_000, token="y", slots=(a, b))
     assert decision.status == Started.BUSY and decision.holder == "resource:b"
     assert live().semaphore("resource:a") is None or live().semaphore("resource:a").used == 0
+
+
+def test_a_semaphore_only_checked_leaves_nothing_behind(heimdall_prefix, redis_client):
+    """A start that finds one of its semaphores busy takes none: the free ones it
+    checked must not leave a key behind (one per distinct key, for ever)."""
+    store = get_store()
+    with mutex("shared-busy"):
+        for n in range(50):
+            slots = (Slot(f"task:checked:{n}", 1, 1), Slot("resource:shared-busy", 1, 1))
+            decision = store.start(
+                f"c{n}", task_name="t", lease_ms=10_000, token="x", slots=slots, queue=False
+            )
+            assert decision.status == Started.BUSY
+    left = [k for k in redis_client.scan_iter(match=f"{{{heimdall_prefix}}}:*checked*")]
+    assert left == []
+
+
+def test_taking_a_held_ticket_again_renews_it_without_counting_it_twice():
+    with semaphore("twice", 2) as first:
+        again = Semaphores(get_store()).acquire(
+            "resource:twice", first.holder, tickets=1, capacity=2, lease_ms=10_000
+        )
+        assert again.status == Sem.ACQUIRED
+        assert live().semaphore("resource:twice").used == 1
+        with semaphore("twice", 2):  # the second ticket is still free
+            pass
+
+
+def test_a_second_execution_of_a_holder_neither_enters_nor_releases():
+    """@locked's holder is the task id: another delivery of the same message is
+    another execution (token), refused while the first holds the ticket, and its
+    release cannot free the first's ticket."""
+    first = semaphore("twin", 1)
+    first.holder, first.token = "locked:task-1", "execution-a"
+    second = semaphore("twin", 1)
+    second.holder, second.token = "locked:task-1", "execution-b"
+    with first:
+        with pytest.raises(SecondDelivery):
+            second.acquire()
+        second.held = True  # as if it had entered: its release is a no-op
+        assert second.release() is False
+        assert live().semaphore("resource:twin").holders[0].holder == "locked:task-1"
+        with pytest.raises(ResourceBusy):
+            semaphore("twin", 1).acquire()
+    assert live().semaphore("resource:twin") is None or live().semaphore("resource:twin").used == 0
+
+
+def test_a_lease_that_ran_out_cannot_be_renewed():
+    ticket = semaphore("lapsed", 2, lease=0.2)
+    ticket.acquire()
+    with semaphore("lapsed", 2, lease=30):  # keeps the semaphore's keys alive
+        time.sleep(0.4)
+        assert ticket.renew() is False

@@ -36,6 +36,7 @@ class Sem(IntEnum):
     NOT_HOLDER = 63
     RENEWED = 64
     LOST = 65
+    TWIN = 66  # held by another execution of the same holder
 
 
 class SemAcquire(NamedTuple):
@@ -66,9 +67,11 @@ class Semaphores:
         lease_ms: int,
         label: str = "",
         queue: bool = False,
+        token: str = "",
     ) -> SemAcquire:
-        """Take ``tickets`` of ``name`` for ``holder`` (an id that is also its token);
-        when busy and ``queue``, keep a place in the FIFO line."""
+        """Take ``tickets`` of ``name`` for execution ``token`` of ``holder`` (the
+        holder id itself when empty); when busy and ``queue``, keep a place in the
+        FIFO line."""
         keys = self.keys
         status, wait_ms, now_us = self.store.call(
             "sem_acquire",
@@ -78,7 +81,7 @@ class Semaphores:
                 keys.semaphore_sequence,
                 keys.slots(holder),
             ],
-            [name, holder, tickets, capacity, lease_ms, label, "1" if queue else "0"],
+            [name, holder, tickets, capacity, lease_ms, label, "1" if queue else "0", token],
         )
         return SemAcquire(Sem(status), max(0, int(wait_ms)) / 1000, int(now_us))
 
@@ -93,11 +96,12 @@ class Semaphores:
         )
         return SemRelease(Sem(status), int(now_us))
 
-    def renew(self, name: str, holder: str, lease_ms: int) -> bool:
-        """Extend ``holder``'s lease on ``name`` to ``lease_ms`` from now."""
+    def renew(self, name: str, holder: str, lease_ms: int, token: str = "") -> bool:
+        """Extend the lease of execution ``token`` of ``holder`` (the holder id itself
+        when empty) on ``name`` to ``lease_ms`` from now; False if it ran out."""
         status = self.store.call(
             "sem_renew",
             [*self.keys.semaphore(name), self.keys.semaphores],
-            [name, holder, lease_ms],
+            [name, holder, lease_ms, token],
         )
         return status == Sem.RENEWED

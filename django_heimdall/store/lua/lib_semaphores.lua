@@ -49,7 +49,9 @@ local function sem_prune(k, now_ms)
     end
     redis.call('ZREM', k[1], holder)
   end
-  if redis.call('ZCARD', k[1]) == 0 then
+  -- Only an existing hash (it has its expiry) is reset: a semaphore that is only
+  -- checked, never taken, must leave nothing behind.
+  if redis.call('ZCARD', k[1]) == 0 and redis.call('EXISTS', k[3]) == 1 then
     redis.call('HSET', k[3], 'used', 0)
   end
 end
@@ -161,8 +163,9 @@ end
 -- Extend a held lease to `lease` ms from now; false if `holder`/`token` lost it.
 local function sem_renew(k, registry, name, holder, token, lease, now_ms)
   local info = redis.call('HGET', k[3], 'h:' .. holder)
-  if not info or (token ~= '' and split(info)[3] ~= token)
-      or not redis.call('ZSCORE', k[1], holder) then
+  local until_ms = tonumber(redis.call('ZSCORE', k[1], holder) or '0')
+  -- A lease that ran out is lost, even before somebody prunes it.
+  if not info or (token ~= '' and split(info)[3] ~= token) or until_ms <= now_ms then
     return false
   end
   redis.call('ZADD', k[1], fmt(now_ms + lease), holder)
