@@ -339,6 +339,8 @@ def defer(
     if slot_us is not None:
         headers[SLOT_HEADER] = slot_us
         _waiting(task, {"key": key, "countdown": wait})
+    else:  # a slot this message came back for earlier is spent
+        headers.pop(SLOT_HEADER, None)
     options["headers"] = headers
     heimdall = isinstance(task, HeimdallTask)
     try:

@@ -134,6 +134,20 @@ def limited_10_per_2s(self, n):
     return n
 
 
+@shared_task(base=HeimdallTask, bind=True, max_retries=1, heimdall={"rate_limit": "1/s"})
+def limited_retrying(self, name):
+    """Records its admission; "retry-once" retries at once on its first run."""
+    record(
+        "limited_retrying",
+        name=name,
+        retries=self.request.retries,
+        t=self.request.heimdall_started_at,
+    )
+    if name == "retry-once" and not self.request.retries:
+        raise self.retry(countdown=0)
+    return name
+
+
 @shared_task(base=HeimdallTask, bind=True, heimdall={"rate_limit": "3/s"})
 def limited(self, n):
     """Rate set per test through HEIMDALL['TASKS'] (a settings layer above '3/s')."""

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from django_heimdall.ratelimits import Rate
-from django_heimdall.store import Acquired, get_store
+from django_heimdall.store import Acquired, Slot, get_store
 
 TASK = "tests.tasks.unique_add"
 
@@ -121,6 +121,22 @@ def test_rates_list_and_reset():
     )
     (window,) = json.loads(run("rates", "--json")[0])
     assert window["starts"] == 0  # a reset window stays listed, empty
+
+
+def test_rates_and_slots_list_every_page(monkeypatch):
+    monkeypatch.setattr("django_heimdall.management.commands.heimdall.PAGE", 5)
+    store = get_store()
+    for n in range(12):
+        store.start(f"r{n}", task_name="t", rates=((f"key-{n}", Rate(5, 60)),))
+        store.start(
+            f"s{n}", task_name="t", lease_ms=60_000, token="x", slots=(Slot(f"s:{n}", 1, 1),)
+        )
+    out = run("rates")[0]
+    assert "12 rate-limit key(s) in use" in out
+    assert {f"key-{n}" for n in range(12)} <= {line.split()[0] for line in out.splitlines()}
+    assert len(json.loads(run("rates", "--json")[0])) == 12
+    assert "12 semaphore(s) in use" in run("slots")[0]
+    assert len(json.loads(run("slots", "--json")[0])) == 12
 
 
 def test_redis_down_is_a_command_error(private_redis):

@@ -73,6 +73,21 @@ def test_only_after_is_true_once_per_interval():
         only_after("report", 0)
 
 
+@pytest.mark.parametrize("seconds", [1.001, 1.005, 0.0015, 0.1 * 3, 2])
+def test_only_after_never_asks_redis_for_a_shorter_interval(monkeypatch, seconds):
+    """1.001 s is 1000.999… ms in floating point: truncated, the interval ended a
+    millisecond early and a second True came within it."""
+    store = get_store()
+    sent = []
+    call = store.call
+    monkeypatch.setattr(
+        store, "call", lambda name, keys, args: sent.append(args) or call(name, keys, args)
+    )
+    store.only_after(f"edge-{seconds}", seconds)
+    ((ms, _owner),) = sent
+    assert ms * 1000 >= seconds * 1_000_000
+
+
 def test_only_after_method_in_a_task_body():
     assert [tasks.digest.delay("x").get(timeout=30) for _ in range(3)] == [True, False, False]
     assert tasks.digest.delay("y").get(timeout=30) is True

@@ -123,6 +123,21 @@ def test_a_deferral_ends_its_traceback_at_the_task(settings, throttled):
     assert AsyncResult(task_id).get(timeout=30) == 1  # the re-sent message ran
 
 
+def test_a_retry_is_a_new_arrival_for_its_rate_limit():
+    """A task that came back for its slot and then retries must queue after the
+    tasks waiting meanwhile: Celery copies the message's headers into the retry,
+    the slot header included, and that slot is spent."""
+    first = tasks.limited_retrying.delay("first")  # the window's start
+    wait_until(lambda: tasks.records("limited_retrying"), message="the first start")
+    retrying = tasks.limited_retrying.delay("retry-once")  # waits one window, then retries
+    waiting = [tasks.limited_retrying.delay(f"w{n}") for n in range(3)]
+    for result in (first, retrying, *waiting):
+        result.get(timeout=60)
+    starts = {(r["name"], r["retries"]): r["t"] for r in tasks.records("limited_retrying")}
+    assert starts[("retry-once", 0)] < min(starts[(f"w{n}", 0)] for n in range(3))
+    assert starts[("retry-once", 1)] > max(starts[(f"w{n}", 0)] for n in range(3))
+
+
 def lock_of(name):
     task = tasks.unique_and_limited
     return identity(task, task.heimdall_policy, (name,), {}).lock

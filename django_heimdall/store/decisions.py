@@ -7,6 +7,7 @@ decides and writes atomically.
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -208,7 +209,7 @@ class Store:
     def only_after(self, key: str, seconds: float, owner: str = "") -> bool:
         """True if no call for ``key`` returned True in the last ``seconds`` (Redis
         clock); a True starts a new interval."""
-        ms = max(1, int(seconds * 1000))
+        ms = max(1, math.ceil(seconds * 1000))  # never shorter than asked
         return bool(self.call("only_after", [self.keys.after(key)], [ms, owner]))
 
     def release(self, identity: str, owner: str, task_name: str) -> bool:

@@ -8,12 +8,15 @@ and the store, the same code the admin uses.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import HeimdallUnavailable
 from ...services import beat, effective_policies, live, release_locks, release_slots
+
+PAGE = 1000  # rows read per call when listing every rate-limit key or semaphore
 
 
 def _no_input(parser: CommandParser) -> None:
@@ -173,7 +176,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {option.name:<24} {option.value:<30} {option.source}")
 
     def handle_rates(self, *, json: bool, **options: Any) -> None:
-        windows = live().rate_windows(0, 10_000).windows
+        total, windows = _every(live().rate_windows, lambda page: page.windows)
         if json:
             self._json(
                 [
@@ -188,7 +191,7 @@ class Command(BaseCommand):
                 f"{w.identity}  task={w.task}  limits={limits}  waiting={w.waiting}  "
                 f"next slot in {w.next_slot_in:.2f}s"
             )
-        self.stdout.write(f"{len(windows)} rate-limit key(s) in use")
+        self.stdout.write(f"{total} rate-limit key(s) in use")
 
     def handle_reset_rate(self, *, identity: str, interactive: bool, **options: Any) -> None:
         self._confirm(interactive, f"Reset the window of {identity}?")
@@ -197,7 +200,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Window of {identity} reset.")
 
     def handle_slots(self, *, json: bool, **options: Any) -> None:
-        semaphores = live().semaphores(0, 10_000).semaphores
+        total, semaphores = _every(live().semaphores, lambda page: page.semaphores)
         if json:
             self._json(
                 [
@@ -216,7 +219,7 @@ class Command(BaseCommand):
                     f"  {h.holder}  tickets={h.tickets}  by {h.label or '-'}  "
                     f"since {h.since.isoformat()}  lease left {h.expires_in:.1f}s"
                 )
-        self.stdout.write(f"{len(semaphores)} semaphore(s) in use")
+        self.stdout.write(f"{total} semaphore(s) in use")
 
     def handle_release_slot(
         self, *, semaphore: str, holder: str, interactive: bool, **options: Any
@@ -273,3 +276,15 @@ class Command(BaseCommand):
 
     def _json(self, data: Any) -> None:
         self.stdout.write(json.dumps(data, indent=2, default=str))
+
+
+def _every(read: Callable[[int, int], Any], rows: Callable[[Any], list]) -> tuple[int, list]:
+    """The total of a paged listing and all its rows, read a page at a time."""
+    found: list = []
+    offset = 0
+    while True:
+        page = read(offset, PAGE)
+        found += rows(page)
+        offset += PAGE
+        if offset >= page.total or not rows(page):
+            return page.total, found
