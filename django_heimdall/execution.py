@@ -16,9 +16,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
+from celery.worker.request import Request
+from django.core.exceptions import ImproperlyConfigured
 from kombu.utils.uuid import uuid
 
 from . import keys, policies, signals
@@ -60,34 +63,42 @@ THROTTLED = "THROTTLED"
 BRIEF_WAIT = 0.1
 
 
+def start_policy(task: HeimdallTask) -> policies.Policy:
+    """The policy of the call being executed: the task's, with the per-call options
+    its message carries."""
+    try:
+        call = parse_call_options(header(task.request, CALL_HEADER) or {})
+    except OptionError as exc:  # a header written by another version, or by hand
+        raise HeimdallError(f"{task.name}: invalid per-call options: {exc}") from exc
+    return task.heimdall_policy.with_call_options(call)
+
+
 def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
     """Start ``task`` on a worker (or eagerly): confirm or take its lock, take its
     slots and tickets, count it against its rate limits, run the body, give back
     what it held. Each decision is one store call."""
     request = task.request
     carried = header(request, LOCK_HEADER)
-    try:
-        policy = task.heimdall_policy.with_call_options(
-            parse_call_options(header(request, CALL_HEADER) or {})
-        )
-    except OptionError as exc:  # a header written by another version, or by hand
-        raise HeimdallError(f"{task.name}: invalid per-call options: {exc}") from exc
-    if not policy.active and carried is None:
-        return task.run(*args, **kwargs)
-    request._heimdall_gated = True
-    try:
-        lock, rate_key, rates, preview, slots = plan(task, policy, carried, args, kwargs)
-    except HeimdallError:
-        # A user callable failed: give back what the enqueue took, fail clearly.
-        release(task, request.id)
-        raise
-
     # Identifies this execution; eager retries run nested in one, so share it.
     token = (
         f"eager:{os.getpid()}"
         if request.is_eager
         else f"{request.hostname or os.uname().nodename}:{os.getpid()}:{uuid()[:8]}"
     )
+    try:
+        policy = start_policy(task)
+        gated = policy.active or carried is not None
+        if gated:
+            lock, rate_key, rates, preview, slots = plan(task, policy, carried, args, kwargs)
+    except (HeimdallError, ImproperlyConfigured):
+        # The policy or a user callable failed: give back what the enqueue took
+        # (this execution's only: a second delivery must not free the first's
+        # lock), fail clearly.
+        release(task, request.id, token)
+        raise
+    if not gated:
+        return task.run(*args, **kwargs)
+    request._heimdall_gated = True
     store = get_store()
     queue = policy.on_busy == "defer"
     start = functools.partial(
@@ -402,3 +413,19 @@ def release_lost(
         exception, (WorkerLostError, TimeLimitExceeded)
     ):
         release(sender, task_id)
+
+
+class HeimdallRequest(Request):
+    """The worker's request of a ``HeimdallTask`` (``Task.Request``): when the
+    process running it is lost, its lock is queued again for the same message
+    before Celery requeues or retries it (``reject_on_worker_lost``,
+    ``retry_on_worker_lost``), so the redelivery runs instead of meeting the dead
+    execution's token; when Celery fails it instead, ``release_lost`` gives it back."""
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False):
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):  # as the pool reports it
+            exc = exc.exc
+        if isinstance(exc, WorkerLostError):
+            _requeue(self.task, self.id, "")
+        return super().on_failure(exc_info, send_failed_event, return_ok)

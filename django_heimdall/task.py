@@ -66,6 +66,8 @@ class HeimdallTask(Task):
     heimdall: dict[str, Any] | None = None
     #: A skipped duplicate or busy start is an expected outcome: logged without a traceback.
     throws = (DuplicateTaskSkipped, ResourceBusy)
+    #: A lost worker process gives the message's lock back to its redelivery.
+    Request = "django_heimdall.execution:HeimdallRequest"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -149,6 +151,7 @@ class HeimdallTask(Task):
                 renew=not keep,
                 keep=keep,
                 replace=policy.on_duplicate == "replace" and not retrying,
+                retry=retrying,
             )
         except HeimdallUnavailable as exc:
             if not heimdall_settings.fail_open and not retrying:
@@ -249,7 +252,7 @@ class HeimdallTask(Task):
         token = getattr(request, "heimdall_token", None)
         if token is None and getattr(request, "heimdall_lock", None) is None:
             return False
-        policy = self.heimdall_policy
+        policy = execution.start_policy(self)  # with this call's own options
         try:
             renewed = get_store().renew_execution(request.id, token or "", policy.unique_timeout_ms)
             return renewed == Renewed.RENEWED

@@ -319,6 +319,14 @@ def unique_flaky_key(self, n):
     record("unique_flaky_key", id=self.request.id)
 
 
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "key": flaky_key})
+def unique_flaky_blocking(self, n):
+    """Runs until the test opens the gate ``flaky-block``."""
+    record("unique_flaky_blocking", id=self.request.id)
+    wait_for_gate("flaky-block")
+    return n
+
+
 @shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "unique_timeout": 1})
 def unique_short_lease(self, name):
     record("unique_short_lease", id=self.request.id)
@@ -350,6 +358,24 @@ def interval_crashing(self, name):
 
     record("interval_crashing", id=self.request.id)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    heimdall={"unique": True},
+)
+def unique_crashing_once(self, name):
+    """Kills its own worker process on its first run; Celery then redelivers it."""
+    import os
+    import signal
+
+    record("unique_crashing_once", id=self.request.id)
+    if len(records("unique_crashing_once")) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return name
 
 
 @shared_task(base=HeimdallTask, bind=True, acks_late=True, heimdall={"unique": True})

@@ -7,7 +7,9 @@ import time
 
 import pytest
 from celery.result import AsyncResult
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
+from kombu.utils.uuid import uuid
 
 from django_heimdall import DuplicateTaskSkipped, HeimdallError
 from django_heimdall.models import PolicyOverride
@@ -58,6 +60,53 @@ def test_a_failing_key_function_at_start_fails_the_task_and_releases(open_gate):
         first.get(timeout=20)
     assert get_store().holder(lock) is None
     assert tasks.records("unique_flaky_key") == []
+
+
+def test_an_invalid_policy_at_start_fails_the_task_and_releases(settings):
+    first = tasks.unique_add.apply_async((7,), countdown=1)
+    lock = lock_of(tasks.unique_add, 7)
+    assert get_store().holder(lock) == first.id
+    settings.HEIMDALL = {
+        **settings.HEIMDALL,
+        "TASKS": {"tests.tasks.unique_add": {"unique_timeout": 0}},  # E007, on the worker too
+    }
+    with pytest.raises(ImproperlyConfigured):
+        first.get(timeout=20)
+    assert get_store().holder(lock) is None
+    assert tasks.records("unique_add") == []
+
+
+def test_a_second_delivery_failing_at_start_keeps_the_first_ones_lock(celery_app, open_gate):
+    task_id = uuid()
+    first = tasks.unique_flaky_blocking.apply_async((1,), task_id=task_id)
+    wait_until(lambda: tasks.records("unique_flaky_blocking"), message="the first delivery")
+    open_gate("flaky-key")  # the key function now raises on the worker
+    celery_app.send_task(tasks.unique_flaky_blocking.name, args=(1,), task_id=task_id)
+    wait_until(lambda: first.state == "FAILURE", message="the second delivery's failed start")
+    assert get_store().holder("flaky-1") == task_id  # still the running first one's
+    open_gate("flaky-block")
+    wait_until(lambda: get_store().holder("flaky-1") is None, message="the first one's release")
+    assert len(tasks.records("unique_flaky_blocking")) == 1
+
+
+def test_the_same_task_id_published_while_it_runs_does_not_run_twice(open_gate):
+    task_id = uuid()
+    first = tasks.unique_blocking.apply_async(("again",), task_id=task_id)
+    wait_until(lambda: tasks.records("unique_blocking"), message="the first run")
+    assert tasks.unique_blocking.apply_async(("again",), task_id=task_id).id == task_id
+    time.sleep(1)  # the copy reaches the worker, which must not run it beside the first
+    assert len(tasks.records("unique_blocking")) == 1
+    open_gate("again")
+    assert first.get(timeout=20) == "again"
+
+
+def test_a_replaced_holder_stays_replaced_for_its_own_longer_lease():
+    """The replaced message may come later than the new call's lease (its own
+    countdown): the marker that stops it lasts as long as its lease did."""
+    store = get_store()
+    store.acquire("debounced", "old", 30_000, "t")  # a countdown's long lease
+    store.acquire("debounced", "new", 2_000, "t", replace=True)
+    assert store.client.pttl(store.keys.owner("old")) > 20_000
 
 
 def test_the_lease_covers_a_countdown_longer_than_the_timeout():
@@ -136,6 +185,17 @@ def test_interval_uniqueness_survives_a_killed_worker_process(worker_process):
         result.get(timeout=60)
     assert get_store().holder(lock) == result.id  # the "once an interval" still holds
     assert tasks.interval_crashing.delay("oom").id == result.id
+
+
+def test_a_message_redelivered_after_its_process_was_killed_runs(worker_process):
+    """acks_late + reject_on_worker_lost: Celery requeues the message instead of
+    failing it; the redelivery must not meet the dead execution's token."""
+    worker = worker_process(pool="prefork", concurrency=1)
+    result = tasks.unique_crashing_once.apply_async(("lost",), queue=worker.queue)
+    assert result.get(timeout=60) == "lost"
+    assert [r["id"] for r in tasks.records("unique_crashing_once")] == [result.id] * 2
+    lock = lock_of(tasks.unique_crashing_once, "lost")
+    wait_until(lambda: get_store().holder(lock) is None, message="the release at its end")
 
 
 def test_reject_with_requeue_keeps_the_lock_like_a_retry():

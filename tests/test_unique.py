@@ -265,3 +265,23 @@ def test_heartbeat_with_redis_down_fails_open_or_closed(settings, private_redis)
         assert task.heimdall_heartbeat() is True
     finally:
         task.pop_request()
+
+
+def test_heartbeat_renews_for_the_calls_own_unique_timeout():
+    """A per-call unique_timeout travels in the message: heimdall_heartbeat() renews
+    for it, not for the task's (an hour here)."""
+    task = tasks.unique_heartbeat._get_current_object()
+    store = get_store()
+    store.acquire("hb-call", "hb-2", 5_000, task.name)
+    store.start("hb-2", task_name=task.name, lock="hb-call", lease_ms=5_000, token="exec")
+    task.push_request(
+        id="hb-2",
+        heimdall_lock="hb-call",
+        heimdall_token="exec",
+        heimdall_call={"unique_timeout": 5},
+    )
+    try:
+        assert task.heimdall_heartbeat() is True
+    finally:
+        task.pop_request()
+    assert 0 < store.client.pttl(store.keys.lock("hb-call")) <= 5_000

@@ -112,11 +112,13 @@ class Store:
         renew: bool = True,
         keep: bool = False,
         replace: bool = False,
+        retry: bool = False,
     ) -> Acquire:
         """Take the lock of ``identity`` for ``owner``, or report its holder.
 
         ``keep``: the lock outlives the task, until its lease ends. ``replace``: a
-        holder that is still queued loses the lock to ``owner``."""
+        holder that is still queued loses the lock to ``owner``. ``retry``: the
+        running execution of ``owner`` re-sends itself (its lock is queued again)."""
         keys = self.keys
         status, holder, pttl = self.call(
             "acquire",
@@ -130,6 +132,7 @@ class Store:
                 _flag(keep),
                 _flag(replace),
                 keys.owner_prefix,
+                _flag(retry),
             ],
         )
         return Acquire(Acquired(status), scripts.text(holder), max(0, pttl) / 1000)
