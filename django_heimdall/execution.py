@@ -34,7 +34,7 @@ from .exceptions import (
     ResourceBusy,
 )
 from .heartbeat import keep_renewing
-from .messages import CALL_HEADER, LOCK_HEADER, SLOT_HEADER, carried_slot, header, max_countdown
+from .messages import CALL_HEADER, LOCK_HEADER, SLOT_HEADER, header, max_countdown, take_slot
 from .options import OptionError, parse_call_options
 from .store import (
     RESOURCE_PREFIX,
@@ -73,18 +73,19 @@ def start_policy(task: HeimdallTask) -> policies.Policy:
     return task.heimdall_policy.with_call_options(call)
 
 
+def _execution_token(request: Any) -> str:
+    """Identifies this execution; eager retries run nested in one, so share it."""
+    if request.is_eager:
+        return f"eager:{os.getpid()}"
+    return f"{request.hostname or os.uname().nodename}:{os.getpid()}:{uuid()[:8]}"
+
+
 def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
     """Start ``task`` on a worker (or eagerly): confirm or take its lock, take its
     slots and tickets, count it against its rate limits, run the body, give back
     what it held. Each decision is one store call."""
     request = task.request
     carried = header(request, LOCK_HEADER)
-    # Identifies this execution; eager retries run nested in one, so share it.
-    token = (
-        f"eager:{os.getpid()}"
-        if request.is_eager
-        else f"{request.hostname or os.uname().nodename}:{os.getpid()}:{uuid()[:8]}"
-    )
     try:
         policy = start_policy(task)
         gated = policy.active or carried is not None
@@ -94,11 +95,12 @@ def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
         # The policy or a user callable failed: give back what the enqueue took
         # (this execution's only: a second delivery must not free the first's
         # lock), fail clearly.
-        release(task, request.id, token)
+        release(task, request.id, _execution_token(request))
         raise
     if not gated:
         return task.run(*args, **kwargs)
     request._heimdall_gated = True
+    token = _execution_token(request)
     store = get_store()
     queue = policy.on_busy == "defer"
     start = functools.partial(
@@ -116,7 +118,7 @@ def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
         queue=queue,
         # An eager call is never re-sent: it neither holds a slot nor waits.
         reserve=not request.is_eager,
-        slot_us=carried_slot(request),
+        slot_us=take_slot(request),
         admit_within=0 if request.is_eager else BRIEF_WAIT,
     )
     try:
@@ -350,8 +352,6 @@ def defer(
     if slot_us is not None:
         headers[SLOT_HEADER] = slot_us
         _waiting(task, {"key": key, "countdown": wait})
-    else:  # a slot this message came back for earlier is spent
-        headers.pop(SLOT_HEADER, None)
     options["headers"] = headers
     heimdall = isinstance(task, HeimdallTask)
     try:

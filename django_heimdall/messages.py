@@ -25,9 +25,14 @@ def header(request: Any, name: str) -> Any:
     return value
 
 
-def carried_slot(request: Any) -> int | None:
-    """The rate-limit slot (µs) a deferred message carries, if any."""
+def take_slot(request: Any) -> int | None:
+    """The rate-limit slot (µs) a deferred message carries, if any, taken off the
+    request's headers: it is spent at this start, so nothing re-sent from this
+    execution (a retry copies those headers) carries it again."""
     slot = header(request, SLOT_HEADER)
+    if slot is None:
+        return None
+    (getattr(request, "headers", None) or {}).pop(SLOT_HEADER, None)
     try:
         return None if slot is None else int(slot)
     except (TypeError, ValueError):

@@ -30,7 +30,7 @@ from .exceptions import (
     ResourceBusy,
 )
 from .intervals import only_after
-from .messages import CALL_HEADER, LOCK_HEADER, SLOT_HEADER, delay_ms, header, in_canvas
+from .messages import CALL_HEADER, LOCK_HEADER, delay_ms, header, in_canvas
 from .options import OPTIONS, parse_call_options
 from .store import Acquired, Renewed, get_store
 
@@ -103,10 +103,6 @@ class HeimdallTask(Task):
     ):
         request = self.request if task_id is not None else None
         retrying = request is not None and task_id == request.id
-        if retrying and SLOT_HEADER in (options.get("headers") or {}):
-            # A retry is a new arrival for its rate limit: the slot it came back for
-            # (Celery copies the message's headers) is spent.
-            options["headers"] = {k: v for k, v in options["headers"].items() if k != SLOT_HEADER}
         # Per-call options travel in the message, so that the worker applies the same
         # policy; a retry keeps those of the call it retries.
         call_raw = options.pop("heimdall", None)

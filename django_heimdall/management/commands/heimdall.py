@@ -284,7 +284,8 @@ def _every(read: Callable[[int, int], Any], rows: Callable[[Any], list]) -> tupl
     offset = 0
     while True:
         page = read(offset, PAGE)
-        found += rows(page)
+        read_now = rows(page)
+        found += read_now
         offset += PAGE
-        if offset >= page.total or not rows(page):
+        if offset >= page.total or not read_now:
             return page.total, found
