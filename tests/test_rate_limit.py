@@ -130,6 +130,8 @@ def test_a_retry_is_a_new_arrival_for_its_rate_limit():
     first = tasks.limited_retrying.delay("first")  # the window's start
     wait_until(lambda: tasks.records("limited_retrying"), message="the first start")
     retrying = tasks.limited_retrying.delay("retry-once")  # waits one window, then retries
+    # The worker has four threads: the others are sent once this one holds its place.
+    wait_until(lambda: retrying.state == "THROTTLED", message="retry-once waiting its turn")
     waiting = [tasks.limited_retrying.delay(f"w{n}") for n in range(3)]
     for result in (first, retrying, *waiting):
         result.get(timeout=60)
