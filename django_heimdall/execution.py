@@ -95,7 +95,7 @@ def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
         # The policy or a user callable failed: give back what the enqueue took
         # (this execution's only: a second delivery must not free the first's
         # lock), fail clearly.
-        release(task, request.id, _execution_token(request))
+        release(task, request.id, _execution_token(request), lock=carried)
         raise
     if not gated:
         return task.run(*args, **kwargs)
@@ -182,7 +182,7 @@ def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
         )
         if request.is_eager:
             if lock is not None:
-                release(task, request.id, token)
+                release(task, request.id, token, lock=lock)
             raise RateLimitExceeded(decision.wait, rate_key)
         slot_us = decision.now_us + int(decision.wait * 1e6)
         defer(task, args, kwargs, decision.wait, slot_us=slot_us, key=rate_key)
@@ -208,8 +208,9 @@ def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
             release(task, request.id, token, slots_only=True)
         raise
     except Ignore:
-        if getattr(request, "_heimdall_deferred", False):
-            # Deferred from its body (@locked): the re-sent message keeps the lock.
+        if getattr(request, "_heimdall_handed_over", False):
+            # Deferred from its body (@locked), or replaced (Task.replace) by a call
+            # of the same key: the message sent in its place keeps the lock.
             give_back = False
             if slots:
                 release(task, request.id, token, slots_only=True)
@@ -224,7 +225,8 @@ def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
         if beating is not None:
             beating.set()
         if give_back:
-            release(task, request.id, token)
+            # By its key: a replacement (Task.replace) took the owner pointer.
+            release(task, request.id, token, lock=lock)
 
 
 def _heartbeat(task: HeimdallTask, policy: policies.Policy, token: str) -> threading.Event:
@@ -295,7 +297,7 @@ def _busy(
         defer(task, args, kwargs, decision.wait)
     logger.info("%s[%s] skipped: %s is busy", task.name, request.id, decision.holder)
     if lock is not None:
-        release(task, request.id, token)
+        release(task, request.id, token, lock=lock)
     name = decision.holder or ""
     if name.startswith(RESOURCE_PREFIX):
         name = name[len(RESOURCE_PREFIX) :]
@@ -362,10 +364,10 @@ def defer(
     except BaseException:
         logger.exception("%s[%s] could not be deferred", task.name, request.id)
         if heimdall:
-            release(task, request.id)
+            release(task, request.id, lock=lock)
         raise
     logger.info("%s[%s] deferred by %.3fs", task.name, request.id, countdown)
-    request._heimdall_deferred = True
+    request._heimdall_handed_over = True
     raise Ignore()
 
 
@@ -377,19 +379,26 @@ def _requeue(task: HeimdallTask, task_id: str, token: str) -> None:
         logger.warning("%s[%s] lock not marked queued: %s", task.name, task_id, exc)
 
 
-def release(task: HeimdallTask, task_id: str, token: str = "", *, slots_only: bool = False) -> None:
-    """Give back the lock ``task_id`` holds (owner-checked, through its owner
-    pointer), unless it is kept until its lease ends, and its slots and tickets
-    (only those with ``slots_only``)."""
+def release(
+    task: HeimdallTask,
+    task_id: str,
+    token: str = "",
+    *,
+    lock: str | None = None,
+    slots_only: bool = False,
+) -> None:
+    """Give back the lock ``task_id`` holds (owner-checked; ``lock``, the one this
+    execution took, or the one its owner pointer names), unless it is kept until its
+    lease ends, and its slots and tickets (only those with ``slots_only``)."""
     try:
-        released = get_store().release_owned(task_id, token, slots_only=slots_only)
+        released = get_store().release_owned(task_id, token, lock=lock, slots_only=slots_only)
     except HeimdallUnavailable as exc:
         logger.warning(
             "%s[%s] lock not released, it expires with its lease: %s", task.name, task_id, exc
         )
         return
     if released == Released.RELEASED:
-        signals.lock_released.send(sender=task, task_id=task_id, key=None)
+        signals.lock_released.send(sender=task, task_id=task_id, key=lock)
 
 
 def release_revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:

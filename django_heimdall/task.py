@@ -52,6 +52,14 @@ def _remember_eager(result: Any) -> Any:
     return result
 
 
+def _replaced_request(app: Any, task_id: str | None) -> Any:
+    """The request of the running task that a message with ``task_id`` replaces
+    (``Task.replace`` publishes the replacement under the same id), or ``None``."""
+    request = getattr(app.current_worker_task, "request", None)
+    replacing = getattr(request, "_heimdall_replacing", False)
+    return request if replacing and task_id is not None and request.id == task_id else None
+
+
 class HeimdallTask(Task):
     """Celery task base class for unique, globally rate-limited and
     concurrency-limited tasks.
@@ -102,7 +110,9 @@ class HeimdallTask(Task):
         **options,
     ):
         request = self.request if task_id is not None else None
-        retrying = request is not None and task_id == request.id
+        replaced = _replaced_request(self.app, task_id)
+        # A replacement (Task.replace) of this very task is a new call, not a retry.
+        retrying = request is not None and task_id == request.id and replaced is None
         # Per-call options travel in the message, so that the worker applies the same
         # policy; a retry keeps those of the call it retries.
         call_raw = options.pop("heimdall", None)
@@ -147,7 +157,7 @@ class HeimdallTask(Task):
                 renew=not keep,
                 keep=keep,
                 replace=policy.on_duplicate == "replace" and not retrying,
-                retry=retrying,
+                retry=retrying or replaced is not None,
             )
         except HeimdallUnavailable as exc:
             if not heimdall_settings.fail_open and not retrying:
@@ -180,6 +190,10 @@ class HeimdallTask(Task):
             )
         elif taken.status in (Acquired.TAKEN, Acquired.REPLACED):
             signals.lock_acquired.send(sender=self, task_id=task_id, key=lock)
+        elif replaced is not None and lock == getattr(replaced, "heimdall_lock", None):
+            # Replaced by a call of the same key: the lock is queued for it (above),
+            # and the replaced execution leaves it alone.
+            replaced._heimdall_handed_over = True
         if taken.status == Acquired.REPLACED:
             # The queued holder lost its lock to this call: it is revoked, and if its
             # message is still delivered its start sees it was replaced.
@@ -193,7 +207,7 @@ class HeimdallTask(Task):
             # the write): its start then finds no lock and takes one, so releasing
             # here never loses the task, at worst lets a copy be enqueued meanwhile.
             if taken.status in (Acquired.TAKEN, Acquired.REPLACED):
-                execution.release(self, task_id)
+                execution.release(self, task_id, lock=lock)
             raise
 
     def _holder_result(self, holder: str) -> Any:
@@ -206,6 +220,12 @@ class HeimdallTask(Task):
         return ran or EagerResult(holder, None, states.PENDING)
 
     # -- start and end -----------------------------------------------------------
+
+    def on_replace(self, sig: Any) -> Any:
+        # Marks the request, so that the replacement's enqueue (same task id) takes
+        # a lock of its own instead of re-sending this one as a retry would.
+        self.request._heimdall_replacing = True
+        return super().on_replace(sig)
 
     def __call__(self, *args, **kwargs):
         request = self.request

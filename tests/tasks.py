@@ -582,3 +582,21 @@ def slot_sleeper(self):
 
     record("slot_sleeper", id=self.request.id, pid=os.getpid(), t=self.request.heimdall_started_at)
     time.sleep(60)
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True, "unique_on": ["name"]})
+def unique_replaced(self, name, into=""):
+    """Replaces itself (``Task.replace``), the replacement sent 2 s later: with
+    ``unique_replacement`` ("other"), with itself under the same key ("self") or under
+    another key ("next"). A replacement returns its name."""
+    if into == "other":
+        return self.replace(unique_replacement.s(name).set(countdown=2))
+    if into:
+        successor = name if into == "self" else f"{name}-next"
+        return self.replace(unique_replaced.s(successor).set(countdown=2))
+    return name
+
+
+@shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True})
+def unique_replacement(self, name):
+    return name

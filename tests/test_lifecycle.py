@@ -216,3 +216,36 @@ def test_reject_with_requeue_keeps_the_lock_like_a_retry():
     assert [r["id"] for r in runs] == [result.id, result.id]
     assert runs[1]["holder"] == result.id
     assert released == [result.id]  # once, at the end: not when it was requeued
+
+
+@pytest.mark.parametrize("into", ["other", "next", "self"])
+def test_task_replace_passes_the_task_id_to_the_replacements_own_lock(into):
+    """Task.replace() publishes the replacement under the same task id. The
+    replacement holds the lock of its own key from then on; the replaced execution
+    frees its own lock, or leaves it to the replacement when the key is the same."""
+    from celery.signals import task_postrun
+
+    name = f"replace-{into}"
+    own = lock_of(tasks.unique_replaced, name)
+    successor, returns = {
+        "other": (lock_of(tasks.unique_replacement, name), name),
+        "next": (lock_of(tasks.unique_replaced, f"{name}-next"), f"{name}-next"),
+        "self": (own, name),
+    }[into]
+    ended = []
+
+    def receiver(task_id=None, **kwargs):
+        ended.append(task_id)
+
+    task_postrun.connect(receiver, weak=False)
+    try:
+        result = tasks.unique_replaced.delay(name, into)
+        wait_until(lambda: result.id in ended, message="the replaced execution's end")
+        # The replacement waits for its countdown, or runs: its lock is held for it.
+        assert get_store().holder(successor) == result.id
+        if successor != own:
+            assert get_store().holder(own) is None
+        assert result.get(timeout=30) == returns
+    finally:
+        task_postrun.disconnect(receiver)
+    wait_until(lambda: get_store().holder(successor) is None, message="the replacement's release")

@@ -224,19 +224,26 @@ class Store:
         return status == Released.RELEASED
 
     def release_owned(
-        self, owner: str, token: str = "", *, requeue: bool = False, slots_only: bool = False
+        self,
+        owner: str,
+        token: str = "",
+        *,
+        lock: str | None = None,
+        requeue: bool = False,
+        slots_only: bool = False,
     ) -> Released:
         """Give back the lock and the semaphores ``owner`` holds, found through its
-        pointers; only the execution ``token`` may (any execution when ``token`` is
-        empty). With ``requeue`` the lock stays, queued again for the same message;
-        with ``slots_only`` it stays as it is (a retry). Semaphores are always given
-        back: a task holds them only while it runs."""
+        pointers (or the lock ``lock``, the key the execution took); only the
+        execution ``token`` may (any execution when ``token`` is empty). With
+        ``requeue`` the lock stays, queued again for the same message; with
+        ``slots_only`` it stays as it is (a retry). Semaphores are always given back:
+        a task holds them only while it runs."""
         keys = self.keys
         mode = "slots" if slots_only else "requeue" if requeue else ""
         status, _semaphores = self.call(
             "release_owned",
             [keys.owner(owner), keys.slots(owner)],
-            [owner, token, keys.index_prefix, mode, keys.key_tag],
+            [owner, token, keys.index_prefix, mode, keys.key_tag, keys.lock(lock) if lock else ""],
         )
         return Released(status)
 

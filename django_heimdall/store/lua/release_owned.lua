@@ -7,13 +7,18 @@
 -- execution holds it (revoked or lost tasks)   ARGV[3] index key prefix ("{prefix}:locks:")
 -- ARGV[4] "requeue" to keep the lock for the same message coming back (queued again),
 -- "slots" to leave the lock alone (a retry keeps it)   ARGV[5] key tag ("{prefix}:")
+-- ARGV[6] the lock the execution took, or "" to follow the owner pointer (which a
+-- replacement published under the same task id, Task.replace(), points elsewhere)
 -- The lock hash, its task's index and the semaphores are read by the names the
 -- pointers hold; they share the pointers' hash tag.
 -- Returns {lock status, semaphores released}: lock status 30 if released, 31 if not
 -- this owner's (or another execution's, or left alone), 32 if kept until its lease
 -- ends (unique_until "expired"), 33 if kept for the requeued message.
 local function release_lock()
-  local lock = redis.call('GET', KEYS[1])
+  local lock = ARGV[6]
+  if lock == '' then
+    lock = redis.call('GET', KEYS[1])
+  end
   if not lock then
     return 31
   end
@@ -31,7 +36,10 @@ local function release_lock()
     redis.call('HDEL', lock, 'token', 'token_until')
     return 32
   end
-  redis.call('DEL', lock, KEYS[1])
+  redis.call('DEL', lock)
+  if redis.call('GET', KEYS[1]) == lock then
+    redis.call('DEL', KEYS[1])
+  end
   redis.call('ZREM', ARGV[3] .. f[4], lock)
   return 30
 end
