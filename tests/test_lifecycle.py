@@ -203,8 +203,8 @@ def test_reject_with_requeue_keeps_the_lock_like_a_retry():
 
     released = []
 
-    def receiver(sender, task_id, **kwargs):
-        released.append(task_id)
+    def receiver(sender, task_id, key, **kwargs):
+        released.append((task_id, key))
 
     signals.lock_released.connect(receiver, weak=False)
     try:
@@ -215,7 +215,8 @@ def test_reject_with_requeue_keeps_the_lock_like_a_retry():
     runs = tasks.records("unique_rejecting_once")
     assert [r["id"] for r in runs] == [result.id, result.id]
     assert runs[1]["holder"] == result.id
-    assert released == [result.id]  # once, at the end: not when it was requeued
+    # Once, at the end (not when it was requeued), naming the key.
+    assert released == [(result.id, lock_of(tasks.unique_rejecting_once, "again"))]
 
 
 @pytest.mark.parametrize("into", ["other", "next", "self"])
