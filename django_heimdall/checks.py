@@ -15,6 +15,7 @@ W004 ``BEAT_LEASE`` is not longer than beat's loop interval.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,6 +75,7 @@ def _positive(value: Any, allow_zero: bool = False) -> bool:
     return (
         not isinstance(value, bool)
         and isinstance(value, (int, float))
+        and math.isfinite(value)
         and (value >= 0 if allow_zero else value > 0)
     )
 
@@ -168,7 +170,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 _error(
                     "heimdall.E005",
                     f"HEIMDALL[{name!r}] is {values[name]!r}.",
-                    "Give a positive number of seconds.",
+                    "Give a number of seconds, 0 or more."
+                    if allow_zero
+                    else "Give a positive number of seconds.",
                 )
             )
 
@@ -182,17 +186,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 "Give option defaults such as {'unique_timeout': 600}.",
             )
         )
-    elif "unique_on" in values["DEFAULTS"]:
-        errors.append(
-            _error(
-                "heimdall.E007",
-                "HEIMDALL['DEFAULTS'], option 'unique_on': argument names differ "
-                "between tasks, so they cannot have a default.",
-                "Set 'unique_on' per task, in HEIMDALL['TASKS'] or on the decorator.",
-            )
-        )
     else:
-        errors += _check_options(values["DEFAULTS"], "HEIMDALL['DEFAULTS']", dotted_paths=True)
+        defaults = dict(values["DEFAULTS"])
+        if "unique_on" in defaults:
+            del defaults["unique_on"]  # the other defaults are still checked
+            errors.append(
+                _error(
+                    "heimdall.E007",
+                    "HEIMDALL['DEFAULTS'], option 'unique_on': argument names differ "
+                    "between tasks, so they cannot have a default.",
+                    "Set 'unique_on' per task, in HEIMDALL['TASKS'] or on the decorator.",
+                )
+            )
+        errors += _check_options(defaults, "HEIMDALL['DEFAULTS']", dotted_paths=True)
     tasks = values["TASKS"]
     if not isinstance(tasks, dict):
         errors.append(

@@ -142,7 +142,12 @@ def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
     except HeimdallUnavailable as exc:
         if heimdall_settings.fail_open:
             logger.warning("%s[%s] runs unchecked: %s (fail open)", task.name, request.id, exc)
-            return task.run(*args, **kwargs)
+            try:
+                return task.run(*args, **kwargs)
+            finally:
+                # The lock taken at enqueue, if Redis is back (else its lease ends it).
+                if lock is not None:
+                    release(task, request.id, token, lock=lock)
         if request.is_eager:
             raise
         logger.error("%s[%s] start deferred: %s (fail closed)", task.name, request.id, exc)

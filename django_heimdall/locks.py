@@ -120,6 +120,7 @@ class Semaphore:
                 )
             except HeimdallUnavailable as exc:
                 if not heimdall_settings.fail_open:
+                    logger.error("semaphore %s not entered: %s (fail closed)", self.name, exc)
                     raise
                 logger.warning(
                     "semaphore %s entered without a ticket: %s (fail open)", self.name, exc
@@ -245,6 +246,10 @@ def locked(
                     raise
                 wait = countdown if countdown is not None else max(0.5, busy.retry_after or 0)
                 defer(task, args, kwargs, wait)
+            except HeimdallUnavailable:  # fail closed (logged): like a gated start
+                if not runs_later:
+                    raise
+                defer(task, args, kwargs, heimdall_settings.UNAVAILABLE_COUNTDOWN)
             # With the task's heartbeat on, the ticket is renewed like its lock.
             beating = None
             if heimdall and task.heimdall_policy.heartbeat:

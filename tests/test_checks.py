@@ -500,3 +500,15 @@ def test_resources_option_naming_an_undeclared_or_too_small_resource_is_e012(set
     settings.HEIMDALL = {**settings.HEIMDALL, "TASKS": {CONFIGURED: {"resources": value}}}
     msg = task_options_error(check_settings(), "heimdall.E012", CONFIGURED, "'resources'")
     assert text in msg.msg
+
+
+def test_an_infinite_number_of_seconds_fails_e005(settings):
+    settings.HEIMDALL = {**settings.HEIMDALL, "DEFER_JITTER": float("inf")}
+    (error,) = [m for m in check_settings() if m.id == "heimdall.E005"]
+    assert error.msg == "HEIMDALL['DEFER_JITTER'] is inf."
+    assert error.hint == "Give a number of seconds, 0 or more."
+
+
+def test_unique_on_in_defaults_does_not_hide_the_other_defaults_errors(settings):
+    settings.HEIMDALL = {**settings.HEIMDALL, "DEFAULTS": {"unique_on": ["a"], "uniqe": True}}
+    assert sorted(m.id for m in check_settings()) == ["heimdall.E006", "heimdall.E007"]

@@ -5,6 +5,7 @@ come back after the restart."""
 import logging
 
 import pytest
+import redis
 
 from django_heimdall import HeimdallUnavailable
 from django_heimdall.store import get_store
@@ -52,3 +53,42 @@ def test_fail_closed_start_is_deferred_until_redis_returns(private_redis, caplog
         private_redis.start()
         assert result.get(timeout=30) == 7
     assert [r["id"] for r in tasks.records("unique_add")] == [result.id]
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_fail_open_start_gives_the_enqueue_lock_back_at_its_end(private_redis, settings, caplog):
+    """Redis unreachable only while the task starts: it runs unchecked, and its end
+    releases the lock taken at enqueue (left held, it swallowed the next calls)."""
+    settings.HEIMDALL = {**settings.HEIMDALL, "ON_REDIS_ERROR": "fail_open"}
+    result = tasks.unique_blocking.apply_async(("unchecked",), countdown=1)
+    lock = tasks.identity_of(tasks.unique_blocking, "unchecked")
+    server = redis.Redis(port=private_redis.port)
+    server.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")  # every script times out
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_heimdall"):
+            wait_until(
+                lambda: any("runs unchecked" in r.getMessage() for r in caplog.records),
+                message="the unchecked start",
+            )
+    finally:
+        server.execute_command("CLIENT", "UNPAUSE")
+    assert get_store().holder(lock) == result.id
+    tasks.redis().set(tasks.gate_key("unchecked"), 1, ex=120)  # the shared server's
+    result.get(timeout=30)
+    wait_until(lambda: get_store().holder(lock) is None, message="the release at its end")
+    assert tasks.unique_blocking.delay("unchecked").id != result.id  # published anew
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_fail_closed_locked_start_is_deferred_until_redis_returns(private_redis, caplog):
+    private_redis.stop()
+    with caplog.at_level(logging.ERROR, logger="django_heimdall"):
+        result = tasks.plain_locked.delay(7)
+        wait_until(
+            lambda: any("not entered" in r.getMessage() for r in caplog.records),
+            message="the semaphore's fail-closed log line",
+        )
+        assert tasks.records("locked") == []  # did not run while Redis was down
+        private_redis.start()
+        assert result.get(timeout=30) == 7
+    assert [r["id"] for r in tasks.records("locked")] == [result.id]
