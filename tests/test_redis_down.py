@@ -40,19 +40,25 @@ def test_fail_open_enqueue_and_start_proceed_with_a_warning(private_redis, setti
     assert any("runs unchecked" in m for m in messages)
 
 
+def runs_once_redis_returns(private_redis, caplog, result, logged, record, value):
+    """``result``'s task, started while Redis is down (fail closed), logs ``logged``
+    and does not run; once Redis is back it runs, once, and returns ``value``."""
+    with caplog.at_level(logging.ERROR, logger="django_heimdall"):
+        wait_until(
+            lambda: any(logged in r.getMessage() for r in caplog.records),
+            message=f"the log line {logged!r}",
+        )
+        assert tasks.records(record) == []  # did not run while Redis was down
+        private_redis.start()
+        assert result.get(timeout=30) == value
+    assert [r["id"] for r in tasks.records(record)] == [result.id]
+
+
 @pytest.mark.usefixtures("celery_worker")
 def test_fail_closed_start_is_deferred_until_redis_returns(private_redis, caplog):
     result = tasks.unique_add.apply_async((3, 4), countdown=1)
     private_redis.stop()
-    with caplog.at_level(logging.ERROR, logger="django_heimdall"):
-        wait_until(
-            lambda: any("start deferred" in r.getMessage() for r in caplog.records),
-            message="deferred start",
-        )
-        assert tasks.records("unique_add") == []  # did not run while Redis was down
-        private_redis.start()
-        assert result.get(timeout=30) == 7
-    assert [r["id"] for r in tasks.records("unique_add")] == [result.id]
+    runs_once_redis_returns(private_redis, caplog, result, "start deferred", "unique_add", 7)
 
 
 @pytest.mark.usefixtures("celery_worker")
@@ -82,13 +88,5 @@ def test_fail_open_start_gives_the_enqueue_lock_back_at_its_end(private_redis, s
 @pytest.mark.usefixtures("celery_worker")
 def test_fail_closed_locked_start_is_deferred_until_redis_returns(private_redis, caplog):
     private_redis.stop()
-    with caplog.at_level(logging.ERROR, logger="django_heimdall"):
-        result = tasks.plain_locked.delay(7)
-        wait_until(
-            lambda: any("not entered" in r.getMessage() for r in caplog.records),
-            message="the semaphore's fail-closed log line",
-        )
-        assert tasks.records("locked") == []  # did not run while Redis was down
-        private_redis.start()
-        assert result.get(timeout=30) == 7
-    assert [r["id"] for r in tasks.records("locked")] == [result.id]
+    result = tasks.plain_locked.delay(7)
+    runs_once_redis_returns(private_redis, caplog, result, "not entered", "locked", 7)
