@@ -222,10 +222,19 @@ class HeimdallTask(Task):
     # -- start and end -----------------------------------------------------------
 
     def on_replace(self, sig: Any) -> Any:
-        # Marks the request, so that the replacement's enqueue (same task id) takes
-        # a lock of its own instead of re-sending this one as a retry would.
-        self.request._heimdall_replacing = True
-        return super().on_replace(sig)
+        request = self.request
+        token = getattr(request, "heimdall_token", None)
+        if token is not None:
+            # The replacement has this task id: its start must not find this
+            # execution's concurrency slots and tickets still held (a "twin").
+            execution.release(self, request.id, token, slots_only=True)
+        # While set, the replacement's enqueue (same task id) takes a lock of its own
+        # instead of re-sending this one as a retry would.
+        request._heimdall_replacing = True
+        try:
+            return super().on_replace(sig)
+        finally:
+            request._heimdall_replacing = False
 
     def __call__(self, *args, **kwargs):
         request = self.request

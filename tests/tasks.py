@@ -8,7 +8,14 @@ import time
 from celery import shared_task
 from django_redis import get_redis_connection
 
-from django_heimdall import HeimdallTask, RateLimit, ResourceBusy, locked, semaphore
+from django_heimdall import (
+    AlreadyQueuedError,
+    HeimdallTask,
+    RateLimit,
+    ResourceBusy,
+    locked,
+    semaphore,
+)
 from django_heimdall.conf import heimdall_settings
 from django_heimdall.keys import identity
 from django_heimdall.store import get_store
@@ -599,4 +606,45 @@ def unique_replaced(self, name, into=""):
 
 @shared_task(base=HeimdallTask, bind=True, heimdall={"unique": True})
 def unique_replacement(self, name):
+    return name
+
+
+@shared_task(
+    base=HeimdallTask,
+    bind=True,
+    heimdall={"unique": True, "unique_on": ["name"], "unique_until": "expired"},
+)
+def kept_replaced(self, name):
+    """At most once an interval per name; replaced by unique_replacement 3 s later."""
+    return self.replace(unique_replacement.s(name).set(countdown=3))
+
+
+@shared_task(base=HeimdallTask, bind=True, max_retries=1)
+def replace_or_retry(self, name):
+    """Replaces itself with unique_raising(name); retries if that key is taken."""
+    record("replace_or_retry", retries=self.request.retries, lock=self.request.heimdall_lock)
+    if self.request.retries:
+        return name
+    try:
+        return self.replace(unique_raising.s(name))
+    except AlreadyQueuedError:
+        raise self.retry(countdown=0.2) from None
+
+
+class SlowlyReplaced(HeimdallTask):
+    """A moment passes between the replacement's publish and the replaced
+    execution's end (a busy process, a slow round trip)."""
+
+    def on_replace(self, sig):
+        try:
+            return super().on_replace(sig)
+        finally:
+            time.sleep(0.5)
+
+
+@shared_task(base=SlowlyReplaced, bind=True, heimdall={"concurrency_limit": 1, "key": "slow"})
+def limited_replaced(self, name, again=True):
+    """Concurrency-limited; replaces itself once (same slot holder: the task id)."""
+    if again:
+        return self.replace(limited_replaced.s(name, False))
     return name

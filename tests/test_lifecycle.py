@@ -219,13 +219,26 @@ def test_reject_with_requeue_keeps_the_lock_like_a_retry():
     assert released == [(result.id, lock_of(tasks.unique_rejecting_once, "again"))]
 
 
+@pytest.fixture
+def ended():
+    """The ids of the executions that ended (``task_postrun``), in order."""
+    from celery.signals import task_postrun
+
+    ids = []
+
+    def receiver(task_id=None, **kwargs):
+        ids.append(task_id)
+
+    task_postrun.connect(receiver, weak=False)
+    yield ids
+    task_postrun.disconnect(receiver)
+
+
 @pytest.mark.parametrize("into", ["other", "next", "self"])
-def test_task_replace_passes_the_task_id_to_the_replacements_own_lock(into):
+def test_task_replace_passes_the_task_id_to_the_replacements_own_lock(into, ended):
     """Task.replace() publishes the replacement under the same task id. The
     replacement holds the lock of its own key from then on; the replaced execution
     frees its own lock, or leaves it to the replacement when the key is the same."""
-    from celery.signals import task_postrun
-
     name = f"replace-{into}"
     own = lock_of(tasks.unique_replaced, name)
     successor, returns = {
@@ -233,20 +246,44 @@ def test_task_replace_passes_the_task_id_to_the_replacements_own_lock(into):
         "next": (lock_of(tasks.unique_replaced, f"{name}-next"), f"{name}-next"),
         "self": (own, name),
     }[into]
-    ended = []
-
-    def receiver(task_id=None, **kwargs):
-        ended.append(task_id)
-
-    task_postrun.connect(receiver, weak=False)
-    try:
-        result = tasks.unique_replaced.delay(name, into)
-        wait_until(lambda: result.id in ended, message="the replaced execution's end")
-        # The replacement waits for its countdown, or runs: its lock is held for it.
-        assert get_store().holder(successor) == result.id
-        if successor != own:
-            assert get_store().holder(own) is None
-        assert result.get(timeout=30) == returns
-    finally:
-        task_postrun.disconnect(receiver)
+    result = tasks.unique_replaced.delay(name, into)
+    wait_until(lambda: result.id in ended, message="the replaced execution's end")
+    # The replacement waits for its countdown, or runs: its lock is held for it.
+    assert get_store().holder(successor) == result.id
+    if successor != own:
+        assert get_store().holder(own) is None
+    assert result.get(timeout=30) == returns
     wait_until(lambda: get_store().holder(successor) is None, message="the replacement's release")
+
+
+def test_clearing_a_replaced_tasks_kept_lock_leaves_the_replacement_releasable(ended):
+    """After Task.replace() one task id holds two locks: the replaced one's, kept
+    for its interval, and the replacement's. Clearing the kept one must leave the
+    replacement's findable: its revoke then releases it."""
+    kept = lock_of(tasks.kept_replaced, "kept")
+    successor = lock_of(tasks.unique_replacement, "kept")
+    result = tasks.kept_replaced.delay("kept")
+    wait_until(lambda: result.id in ended, message="the replaced execution's end")
+    assert get_store().holder(kept) == get_store().holder(successor) == result.id
+    assert tasks.kept_replaced.heimdall_release("kept")  # an operator clears the interval
+    result.revoke()
+    wait_until(lambda: get_store().holder(successor) is None, message="the revoked one's release")
+
+
+def test_a_retry_after_a_failed_replace_is_a_retry(open_gate):
+    """replace() raised (the replacement's key is taken, unique_raises) and the task
+    retries: the retry keeps the call's options and lock, and runs."""
+    holder = tasks.unique_raising.delay("taken")
+    wait_until(lambda: tasks.unique_raising.heimdall_holder("taken"), message="the holder")
+    result = tasks.replace_or_retry.apply_async(("taken",), heimdall={"unique": True})
+    assert result.get(timeout=20) == "taken"
+    first, retry = tasks.records("replace_or_retry")
+    assert retry["retries"] == 1 and retry["lock"] == first["lock"] is not None
+    open_gate("taken")
+    holder.get(timeout=20)
+
+
+def test_a_replacement_holding_the_same_concurrency_slot_runs():
+    """The replacement is the slot's holder too (the task id): it must not be taken
+    for a second delivery of a running task while the replaced one ends."""
+    assert tasks.limited_replaced.delay("slot").get(timeout=20) == "slot"

@@ -52,6 +52,16 @@ local function take_lock(keys, owner, task, preview, lease, now_ms, keep)
   index_lock(keys[2], keys[3], keys[1], task, now_ms + lease, now_ms)
 end
 
+-- Delete `lock` and its entry in its task's `index`, and the owner `pointer` if it
+-- still names this lock (a replacement, Task.replace(), may have taken it over).
+local function drop_lock(lock, index, pointer)
+  redis.call('DEL', lock)
+  redis.call('ZREM', index, lock)
+  if redis.call('GET', pointer) == lock then
+    redis.call('DEL', pointer)
+  end
+end
+
 -- Extend the lease of a lock this owner holds to at least `lease` ms from now.
 local function extend_lock(keys, task, lease, now_ms)
   if redis.call('PTTL', keys[1]) >= lease then

@@ -3,8 +3,7 @@
 -- ARGV[1] owner task id
 -- Returns 30 if released, 31 if absent or owned by another task.
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
-  redis.call('DEL', KEYS[1], KEYS[3])
-  redis.call('ZREM', KEYS[2], KEYS[1])
+  drop_lock(KEYS[1], KEYS[2], KEYS[3])
   return 30
 end
 return 31

@@ -36,11 +36,7 @@ local function release_lock()
     redis.call('HDEL', lock, 'token', 'token_until')
     return 32
   end
-  redis.call('DEL', lock)
-  if redis.call('GET', KEYS[1]) == lock then
-    redis.call('DEL', KEYS[1])
-  end
-  redis.call('ZREM', ARGV[3] .. f[4], lock)
+  drop_lock(lock, ARGV[3] .. f[4], KEYS[1])
   return 30
 end
 

@@ -12,8 +12,7 @@ for _, lock in ipairs(members) do
   if not f[1] then
     redis.call('ZREM', KEYS[1], lock)
   elseif tonumber(f[2]) <= tonumber(ARGV[1]) then
-    redis.call('DEL', lock, ARGV[4] .. f[1])
-    redis.call('ZREM', KEYS[1], lock)
+    drop_lock(lock, KEYS[1], ARGV[4] .. f[1])
     released = released + 1
   else
     kept = kept + 1

@@ -153,8 +153,7 @@ if sems > 0 then
 end
 if unique and ARGV[8] == 'started' then
   -- unique_until "started": a copy may queue as soon as this one runs.
-  redis.call('DEL', KEYS[1], KEYS[4])
-  redis.call('ZREM', KEYS[2], KEYS[1])
+  drop_lock(KEYS[1], KEYS[2], KEYS[4])
 elseif unique then
   redis.call('HSET', KEYS[1], 'phase', 'running', 'token', ARGV[7],
     'token_until', fmt(now_ms + lease))
