@@ -11,6 +11,7 @@ taken while it would skip when busy, is not sent at all.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -26,12 +27,21 @@ from .conf import heimdall_settings
 from .execution import plan
 from .options import parse_call_options
 from .store import get_store
-from .store.beat import BeatStore, Claimed, Led
+from .store.beat import CLOCK_TOLERANCE_MS, BeatStore, Claimed, Led
 
 logger = logging.getLogger("django_heimdall")
 
 #: Message header naming the occurrence a message was sent for: ``"<entry>@<ms>"``.
 OCCURRENCE_HEADER = "heimdall_beat_occurrence"
+
+
+def _interval_ms(schedule: Any) -> int | None:
+    """The period of a fixed-interval schedule, ms; ``None`` for other schedules."""
+    if isinstance(schedule, schedules.schedule) and not isinstance(
+        schedule, (schedules.crontab, schedules.solar)
+    ):
+        return max(1, round(schedule.run_every.total_seconds() * 1000))
+    return None
 
 
 def occurrence_ms(entry: Any) -> int:
@@ -43,14 +53,29 @@ def occurrence_ms(entry: Any) -> int:
     """
     schedule = entry.schedule
     last = maybe_make_aware(entry.last_run_at)
-    if isinstance(schedule, schedules.schedule) and not isinstance(
-        schedule, (schedules.crontab, schedules.solar)
-    ):
-        every = max(1, round(schedule.run_every.total_seconds() * 1000))
+    every = _interval_ms(schedule)
+    if every is not None:
         due = math.floor(last.timestamp() * 1000) + every
         return due // every * every
     due = maybe_make_aware(schedule.now()) + schedule.remaining_estimate(last)
     return round(due.timestamp()) * 1000
+
+
+def claim_terms(entry: Any, occurrence: int, lease_ms: int) -> tuple[int, int]:
+    """How long the claim of ``occurrence`` is kept (two periods of the entry and two
+    leases: a deleted entry is forgotten after that), and the time that must pass
+    before the next claim (a fixed interval, less a tolerance), ms."""
+    every = _interval_ms(entry.schedule)
+    if every is not None:
+        return 2 * every + 2 * lease_ms, every - min(CLOCK_TOLERANCE_MS, every // 2)
+    try:
+        when = datetime.datetime.fromtimestamp(occurrence / 1000, datetime.timezone.utc)
+        schedule = entry.schedule
+        following = maybe_make_aware(schedule.now()) + schedule.remaining_estimate(when)
+        period = max(0, round((following - when).total_seconds() * 1000))
+    except Exception:  # a schedule that cannot say (a one-off): the leases cover it
+        period = 0
+    return 2 * period + 2 * lease_ms, 0
 
 
 class Leadership:
@@ -81,7 +106,17 @@ class Leadership:
         try:
             led = self.store().lead(self.beat_id, int(self.lease * 1000), self.host, self.pid)
         except Exception as exc:
+            if self.leading and heimdall_settings.fail_open:
+                logger.warning(
+                    "beat %s: leader lease not renewed: %s (fail open: still sending)",
+                    self.beat_id,
+                    exc,
+                )
+                return True
             self.step_down(f"cannot reach the leader lease: {exc}")
+            return False
+        if led.status == Led.AHEAD:
+            self.step_down("this host's clock is ahead of Redis's, fix its time sync; not leading")
             return False
         if led.status == Led.STANDBY:
             if self.leading:
@@ -151,24 +186,29 @@ class LeaderMixin:
         """The entry to send (with its occurrence header), or ``None`` if not sent."""
         leadership = self.leadership
         occurrence = occurrence_ms(entry)
+        tag = f"{entry.name}@{occurrence}"
         task = self.app.tasks.get(entry.task)
         lock, slots = _policy_checks(task, entry)
+        keep_ms, gap_ms = claim_terms(entry, occurrence, int(leadership.lease * 1000))
         try:
             claim = leadership.store().claim(
-                leadership.beat_id, entry.name, occurrence, entry.task, lock, slots
+                leadership.beat_id,
+                entry.name,
+                occurrence,
+                entry.task,
+                lock,
+                slots,
+                keep_ms=keep_ms,
+                gap_ms=gap_ms,
             )
         except Exception as exc:
+            if leadership.leading and heimdall_settings.fail_open:
+                logger.warning("beat: %s sent without a claim: %s (fail open)", tag, exc)
+                return _tagged(entry, tag)
             leadership.step_down(f"cannot claim {entry.name}: {exc}")
             return None
-        tag = f"{entry.name}@{occurrence}"
         if claim.status == Claimed.SEND:
-            # A shallow copy (entries' own __reduce__ rebuilds them from their fields).
-            send = object.__new__(type(entry))
-            send.__dict__.update(entry.__dict__)
-            options = dict(entry.options or {})
-            options["headers"] = {**options.get("headers", {}), OCCURRENCE_HEADER: tag}
-            send.options = options
-            return send
+            return _tagged(entry, tag)
         if claim.status == Claimed.LOCKED:
             logger.info(
                 "beat: %s (%s) not sent: %s still holds its unique lock",
@@ -208,6 +248,17 @@ class LeaderMixin:
     def info(self) -> str:
         lease = f"    . heimdall -> leader lease {heimdall_settings.BEAT_LEASE}s"
         return "\n".join(filter(None, [super().info, lease]))  # type: ignore[misc]
+
+
+def _tagged(entry: Any, tag: str) -> Any:
+    """A copy of ``entry`` whose message names its occurrence (header)."""
+    # A shallow copy (entries' own __reduce__ rebuilds them from their fields).
+    send = object.__new__(type(entry))
+    send.__dict__.update(entry.__dict__)
+    options = dict(entry.options or {})
+    options["headers"] = {**options.get("headers", {}), OCCURRENCE_HEADER: tag}
+    send.options = options
+    return send
 
 
 def _policy_checks(task: Any, entry: Any) -> tuple[str | None, tuple[Any, ...]]:

@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django_redis import get_redis_connection
 
 from django_heimdall import signals
-from django_heimdall.beat import OCCURRENCE_HEADER, Scheduler, occurrence_ms
+from django_heimdall.beat import OCCURRENCE_HEADER, Scheduler, claim_terms, occurrence_ms
 from django_heimdall.checks import check_beat, check_settings
 from django_heimdall.services import beat as beat_state
 from django_heimdall.store import get_store
@@ -162,9 +162,103 @@ def test_each_occurrence_is_claimed_once_and_only_by_the_leader(redis_client):
     assert [(o.beat_id, o.outcome) for o in recent] == [("b", "sent"), ("a", "sent")]
     # Bounded: one claim per entry, and every beat key expires.
     keys = get_store().keys
-    assert redis_client.zcard(keys.beat_claims) == 1
-    assert redis_client.pttl(keys.beat_claims) > 0
+    assert redis_client.hlen(keys.beat_claims) == redis_client.zcard(keys.beat_claim_ends) == 1
+    assert redis_client.pttl(keys.beat_claims) > 0 and redis_client.pttl(keys.beat_claim_ends) > 0
     assert redis_client.pttl(keys.beat_history) > 0
+
+
+def redis_ms(client):
+    sec, usec = client.time()
+    return sec * 1000 + usec // 1000
+
+
+def test_claims_of_entries_gone_are_forgotten(redis_client):
+    """One-off or deleted entries (a row per order, say) leave no claim behind once
+    their keep time has passed: one claim per live entry."""
+    store, keys = BeatStore(get_store()), get_store().keys
+    store.lead("a", 5000, "h", 1)
+    now_ms = redis_ms(redis_client)
+    for n in range(300):
+        assert store.claim("a", f"remind-{n}", now_ms, "t", keep_ms=1).status == Claimed.SEND
+    # Their keep time over (1 ms), claims of live entries forget them, a batch a call.
+    wait_until(lambda: redis_ms(redis_client) > now_ms + 1000, message="a second later")
+    later = redis_ms(redis_client)
+    for n in range(3):
+        assert store.claim("a", "live", later + n, "t", keep_ms=60_000).status == Claimed.SEND
+    assert redis_client.hkeys(keys.beat_claims) == [b"live"]
+    assert redis_client.zcard(keys.beat_claim_ends) == 1
+
+
+def test_a_fixed_interval_is_claimed_once_per_interval_whatever_the_label():
+    """Beats fire an interval entry on their own phase: two beats either side of a
+    boundary label one run with neighbouring occurrences. The second is refused
+    until the interval has passed since the first claim."""
+    store = BeatStore(get_store())
+    store.lead("a", 5000, "h", 1)
+    hour = 3_600_000
+    now_ms = redis_ms(get_store().client)
+    first = now_ms // hour * hour
+    assert store.claim("a", "hourly", first - hour, "t", gap_ms=hour - 2000) == (Claimed.SEND, "")
+    assert store.claim("a", "hourly", first, "t", gap_ms=hour - 2000).status == Claimed.CLAIMED
+    assert store.claim("a", "other", first, "t", gap_ms=hour - 2000).status == Claimed.SEND
+
+
+def test_beats_either_side_of_an_interval_boundary_send_one_run(tmp_path, heimdall_prefix):
+    """A leads and sends its hourly entry 0.05 s before a boundary, then stops
+    normally; B, due 0.05 s after it, takes over: it must not send the entry again."""
+    queue = f"{heimdall_prefix}-beat"
+    boundary = redis_ms(get_store().client) // 3_600_000 * 3600
+
+    def scheduler(name, last_run_at):
+        made = Scheduler(app=celery_app, schedule_filename=str(tmp_path / f"schedule-{name}"))
+        made.add(
+            name="hourly",
+            task="tests.beat.ping",
+            schedule=3600.0,
+            options={"queue": queue},
+            last_run_at=datetime.datetime.fromtimestamp(last_run_at, datetime.timezone.utc),
+        )
+        return made
+
+    a, b = scheduler("a", boundary - 3600 - 0.05), scheduler("b", boundary - 3600 + 0.05)
+    try:
+        a.tick()
+        assert a.leadership.leading and len(messages(queue)) == 1
+        a.close()  # gives the lease back
+        b.tick()
+        assert b.leadership.leading
+    finally:
+        b.close()
+    assert len(messages(queue)) == 1
+
+
+def test_an_interval_longer_than_a_month_is_claimed_once(redis_client):
+    """Its occurrence (aligned to the interval) may be months old: the claim must
+    last as long as the entry's period, not a fixed month."""
+    store = BeatStore(get_store())
+    store.lead("a", 5000, "h", 1)
+    day = 86_400_000
+    now_ms = redis_ms(redis_client)
+    every = next(d * day for d in range(40, 400) if now_ms % (d * day) > 36 * day)
+    entry = ScheduleEntry(name="e", task="t", schedule=every / 1000, app=celery_app)
+    label = now_ms // every * every
+    keep_ms, gap_ms = claim_terms(entry, label, 30_000)
+    assert keep_ms >= 2 * every and gap_ms > every - 3000
+    terms = {"keep_ms": keep_ms, "gap_ms": gap_ms}
+    assert store.claim("a", "e", label, "t", **terms).status == Claimed.SEND
+    assert store.claim("a", "e", label, "t", **terms).status == Claimed.CLAIMED
+
+
+def test_a_host_whose_clock_is_ahead_does_not_lead(redis_client):
+    """Its every claim would be refused as ahead: leading, it would only keep a
+    healthy standby from sending. It gives the lease back and stands by."""
+    store = BeatStore(get_store())
+    now_ms = redis_ms(redis_client)
+    assert store.lead("fast", 5000, "h", 1, clock_ms=now_ms).status == Led.TAKEN
+    assert store.lead("fast", 5000, "h", 1, clock_ms=now_ms + 10_000).status == Led.AHEAD
+    assert beat_state().leader() is None
+    assert store.lead("fast", 5000, "h", 1, clock_ms=now_ms + 60_000).status == Led.AHEAD
+    assert store.lead("healthy", 5000, "h", 2).status == Led.TAKEN
 
 
 def test_every_beat_computes_the_same_occurrence():
@@ -195,22 +289,42 @@ def test_every_beat_computes_the_same_occurrence():
 # -- the scheduler in this process ----------------------------------------------------
 
 
-def test_leader_steps_down_when_redis_is_unreachable_and_recovers(private_redis, tmp_path, caplog):
+@pytest.fixture
+def leader(tmp_path):
+    """A scheduler in this process that leads (its first tick took the lease)."""
     scheduler = Scheduler(app=celery_app, schedule_filename=str(tmp_path / "schedule"))
     try:
         scheduler.tick()
         assert scheduler.leadership.leading
-        private_redis.stop()
-        with caplog.at_level(logging.ERROR, logger="django_heimdall"):
-            delay = scheduler.tick()  # does not raise
-        assert not scheduler.leadership.leading
-        assert 0 < delay <= scheduler.leadership.poll
-        assert any("standing by" in r.getMessage() for r in caplog.records)
-        private_redis.start()
-        scheduler.tick()
-        assert scheduler.leadership.leading
+        yield scheduler
     finally:
         scheduler.close()
+
+
+def test_leader_steps_down_when_redis_is_unreachable_and_recovers(leader, private_redis, caplog):
+    private_redis.stop()
+    with caplog.at_level(logging.ERROR, logger="django_heimdall"):
+        delay = leader.tick()  # does not raise
+    assert not leader.leadership.leading
+    assert 0 < delay <= leader.leadership.poll
+    assert any("standing by" in r.getMessage() for r in caplog.records)
+    private_redis.start()
+    leader.tick()
+    assert leader.leadership.leading
+
+
+def test_fail_open_leader_keeps_sending_while_redis_is_unreachable(
+    leader, private_redis, settings, heimdall_prefix, caplog
+):
+    settings.HEIMDALL = {**settings.HEIMDALL, "ON_REDIS_ERROR": "fail_open"}
+    queue = f"{heimdall_prefix}-beat"
+    private_redis.stop()
+    with caplog.at_level(logging.WARNING, logger="django_heimdall"):
+        leader.tick()
+        apply_due(leader, "unclaimed", tasks.plain_record, ("x",), {"queue": queue})
+    assert leader.leadership.leading
+    assert [args for _tag, args in messages(queue)] == [["x"]]
+    assert any("sent without a claim" in r.getMessage() for r in caplog.records)
 
 
 def test_leader_that_lost_its_lease_stands_by(tmp_path, caplog):

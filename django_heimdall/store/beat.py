@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -16,9 +17,6 @@ from . import scripts
 from .decisions import Slot, Store
 from .live import _datetime
 
-# A claim (and the history) outlives the last occurrence of its entry this long,
-# so that a monthly entry is still known to have fired; one member per entry.
-CLAIMS_KEPT_MS = 35 * 24 * 3600 * 1000
 # Occurrences sent or skipped that are kept for the admin and the command.
 HISTORY_LENGTH = 50
 # An occurrence later than the Redis clock by more than this is refused: the beat
@@ -32,6 +30,7 @@ class Led(IntEnum):
     TAKEN = 50
     RENEWED = 51
     STANDBY = 52  # another beat leads
+    AHEAD = 72  # this host's clock is ahead of Redis's: it does not lead
 
 
 class Claimed(IntEnum):
@@ -46,14 +45,14 @@ class Claimed(IntEnum):
 
 
 class Resigned(IntEnum):
-    RESIGNED = 58
-    NOT_LEADER = 59
+    RESIGNED = 70
+    NOT_LEADER = 71
 
 
 class Lead(NamedTuple):
     status: Led
     leader: str  # beat id of the leader
-    lease_left: float  # seconds
+    lease_left: float  # seconds (AHEAD: how far this host's clock is ahead)
 
 
 class Claim(NamedTuple):
@@ -90,10 +89,16 @@ class BeatStore:
         self.store = store
         self.keys = store.keys
 
-    def lead(self, beat_id: str, lease_ms: int, host: str, pid: int) -> Lead:
-        """Take the lease if it is free, renew it if ``beat_id`` holds it."""
+    def lead(
+        self, beat_id: str, lease_ms: int, host: str, pid: int, clock_ms: int | None = None
+    ) -> Lead:
+        """Take the lease if it is free, renew it if ``beat_id`` holds it; not when
+        the caller's clock (``clock_ms``, default: this host's) is ahead of Redis's."""
+        clock_ms = round(time.time() * 1000) if clock_ms is None else clock_ms
         status, leader, pttl = self.store.call(
-            "beat_lead", [self.keys.beat_leader], [beat_id, lease_ms, host, pid]
+            "beat_lead",
+            [self.keys.beat_leader],
+            [beat_id, lease_ms, host, pid, clock_ms, CLOCK_TOLERANCE_MS],
         )
         return Lead(Led(status), scripts.text(leader), max(0, pttl) / 1000)
 
@@ -110,11 +115,20 @@ class BeatStore:
         task: str,
         lock: str | None = None,
         slots: tuple[Slot, ...] = (),
+        *,
+        keep_ms: int = 3_600_000,
+        gap_ms: int = 0,
     ) -> Claim:
         """Claim occurrence ``occurrence_ms`` of ``entry`` for the leader ``beat_id``;
         ``lock`` (an identity) is the unique lock its call would take, ``slots`` the
-        semaphores it would need (checked, not taken)."""
-        keys = [self.keys.beat_leader, self.keys.beat_claims, self.keys.beat_history]
+        semaphores it would need (checked, not taken). The claim is kept ``keep_ms``;
+        a later one needs ``gap_ms`` to have passed since (a fixed interval's)."""
+        keys = [
+            self.keys.beat_leader,
+            self.keys.beat_claims,
+            self.keys.beat_history,
+            self.keys.beat_claim_ends,
+        ]
         if lock is not None:
             keys.append(self.keys.lock(lock))
         for slot in slots:
@@ -127,10 +141,11 @@ class BeatStore:
                 entry,
                 occurrence_ms,
                 task,
-                CLAIMS_KEPT_MS,
+                keep_ms,
                 HISTORY_LENGTH,
                 CLOCK_TOLERANCE_MS,
                 "1" if lock is not None else "0",
+                gap_ms,
                 len(slots),
                 *(v for slot in slots for v in (slot.name, slot.tickets, slot.capacity)),
             ],

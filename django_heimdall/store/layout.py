@@ -107,7 +107,11 @@ class Layout:
 
     @property
     def beat_claims(self) -> str:
-        return f"{self.tag}:beat:claims"
+        return f"{self.tag}:beat:claimed"
+
+    @property
+    def beat_claim_ends(self) -> str:
+        return f"{self.tag}:beat:claimed:ends"
 
     @property
     def beat_history(self) -> str:
