@@ -249,6 +249,9 @@ BOOL = Kind(
             choices=[("unknown", _("(inherit)")), ("true", _("Yes")), ("false", _("No"))]
         ),
     ),
+    # The stored value shown as the choice it was made with (a plain Select does not
+    # map True to "true"): saving the form unchanged keeps it.
+    to_form=lambda raw: {True: "true", False: "false"}.get(raw, "unknown"),
 )
 
 
@@ -277,7 +280,8 @@ NAMES = Kind(
     _parse_names,
     lambda: forms.CharField(required=False, max_length=1000),
     from_form=_names_from_form,
-    to_form=lambda raw: None if raw is None else ", ".join(raw),
+    # [] (the task name alone) must not show as the empty field, which inherits.
+    to_form=lambda raw: None if raw is None else ", ".join(raw) or "[]",
 )
 RATE_LIMIT = Kind(
     _parse_rate_limit,

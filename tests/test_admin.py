@@ -260,6 +260,26 @@ def test_release_and_revoke_revokes_the_holder(clearer, celery_worker):
     )
     assert get_store().holder(identity) is None
     wait_until(lambda: owner in state.revoked, message="revoke broadcast")
+    change = LogEntry.objects.get().change_message
+    assert change == "Released lock held by to-revoke and revoked the task"
+
+
+def test_release_all_of_a_task_leaves_a_key_another_task_took_since(clearer):
+    """Two tasks share a key (option ``key``): A's lease on it ended, B took it. A's
+    index still lists the key until it is pruned; releasing A's locks must keep B's."""
+    from tests.conftest import wait_until
+
+    store = get_store()
+    hold("a-own", owner="a-2", task="tests.A")
+    assert store.acquire("shared", "a-1", 50, "tests.A", "").status == Acquired.TAKEN
+    wait_until(lambda: store.holder("shared") is None, message="A's lease on the key ended")
+    hold("shared", owner="b-1", task="tests.B")
+    page = clearer.post(LOCKS_CONFIRM, {"action": "release_task", "task": "tests.A"})
+    form = {"action": "release_task", **dict(page.context["hidden"]), "confirm": "yes"}
+    clearer.post(LOCKS_CONFIRM, form)
+    assert store.holder("a-own") is None
+    assert store.holder("shared") == "b-1"
+    assert LogEntry.objects.get().change_message == "Released 1 locks of task tests.A"
 
 
 def test_locks_page_filters_by_task_and_finds_a_task_id(clearer):
@@ -566,6 +586,33 @@ def test_override_form_rate_error_is_one_sentence_for_an_admin_user(admin_client
     assert error.endswith(".") and error.count(". ") == 0  # one sentence
     assert "RateLimit(" not in error and "callable" not in error  # no Python advice
     assert "10/m" in error
+
+
+def submitted(content, name):
+    """What a browser submits for the field ``name`` of a rendered form: a select's
+    selected option (its first one when none is), an input's value."""
+    import re
+
+    select = re.search(rf'<select name="{name}".*?</select>', content, re.S)
+    if select:
+        options = re.findall(r'<option value="([^"]*)"(\s+selected)?', select.group(0))
+        return next((value for value, chosen in options if chosen), options[0][0])
+    found = re.search(rf'<input type="text" name="{name}"(?:[^>]*value="([^"]*)")?', content)
+    return found.group(1) or ""
+
+
+@pytest.mark.parametrize("options", [{"unique": True}, {"heartbeat": False}, {"unique_on": []}])
+def test_an_override_saved_unchanged_keeps_its_options(admin_client, options):
+    override = PolicyOverride.objects.create(
+        task_name="tests.tasks.unique_add", options={**options, "unique_timeout": 30}
+    )
+    url = reverse("admin:heimdall_policyoverride_change", args=[override.pk])
+    content = admin_client.get(url).content.decode()
+    fields = {name: submitted(content, name) for name in [*options, "unique_timeout"]}
+    data = {"task_name": "tests.tasks.unique_add", "enabled": "on", "note": "why", **fields}
+    assert admin_client.post(url, data).status_code == 302
+    override.refresh_from_db()
+    assert override.options == {**options, "unique_timeout": 30}
 
 
 def test_override_form_takes_names_without_brackets_and_starts_empty(admin_client):

@@ -8,6 +8,7 @@ from django.core.management import CommandError, call_command
 
 from django_heimdall.ratelimits import Rate
 from django_heimdall.store import Acquired, Slot, get_store
+from tests.conftest import wait_until
 
 TASK = "tests.tasks.unique_add"
 
@@ -49,6 +50,15 @@ def test_release_by_task_and_all(monkeypatch):
     monkeypatch.setattr("builtins.input", lambda prompt: "y")
     assert "1 lock(s) released." in run("release", "--all")[0]
     assert get_store().holder("tests.tasks.unique_failing:x") is None
+
+
+def test_release_by_task_keeps_a_key_another_task_took_since():
+    hold(f"{TASK}:own", "a-2")
+    assert get_store().acquire("shared", "a-1", 50, TASK, "").status == Acquired.TAKEN
+    wait_until(lambda: get_store().holder("shared") is None, message="the lease on it ended")
+    hold("shared", "b-1", task="tests.tasks.unique_failing")
+    assert "1 lock(s) released." in run("release", "--task", TASK, "--noinput")[0]
+    assert get_store().holder("shared") == "b-1"
 
 
 def test_release_asks_and_can_be_cancelled(monkeypatch):

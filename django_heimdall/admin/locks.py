@@ -146,12 +146,13 @@ class LockAdmin(LiveAdmin):
             return HttpResponseRedirect(self.changelist_url(task=task))
 
         result = release_locks(lock_pairs(request.POST.getlist("selected")))
+        revoked = " and revoked the task" if action == "release_revoke" else ""
         for lock in result.released:
             self.log(
                 request,
                 lock.identity,
                 f"{lock.task} [{lock.owner}]",
-                f"Released lock held by {lock.owner}",
+                f"Released lock held by {lock.owner}{revoked}",
             )
         if action == "release_revoke":
             revoke([lock.owner for lock in result.released])

@@ -181,7 +181,7 @@ class LiveState:
             done, kept, seen = self.store.call(
                 "release_task",
                 [self.keys.index(task_name)],
-                [cutoff_ms, rank, batch, self.keys.owner_prefix],
+                [cutoff_ms, rank, batch, self.keys.owner_prefix, task_name],
             )
             released += done
             rank += kept
