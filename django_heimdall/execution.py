@@ -151,7 +151,7 @@ def run(task: HeimdallTask, args: tuple, kwargs: dict) -> Any:
         if request.is_eager:
             raise
         logger.error("%s[%s] start deferred: %s (fail closed)", task.name, request.id, exc)
-        defer(task, args, kwargs, heimdall_settings.UNAVAILABLE_COUNTDOWN)
+        defer(task, args, kwargs, heimdall_settings.UNAVAILABLE_COUNTDOWN, jitter=True)
 
     if decision.taken:
         signals.lock_acquired.send(sender=task, task_id=request.id, key=lock)
@@ -337,17 +337,18 @@ def defer(
     *,
     slot_us: int | None = None,
     key: str = "",
+    jitter: bool = False,
 ) -> None:
     """Re-send this very message (same id, same ``retries``, same lock) later, then end.
 
     A task waiting for a rate-limit slot carries that slot (``slot_us``, Redis
-    clock) and is stored as ``THROTTLED`` meanwhile. ``task`` may be a plain Celery
-    task (``@locked``)."""
+    clock) and is stored as ``THROTTLED`` meanwhile. ``jitter`` spreads the waiters
+    of a Redis outage (a busy start keeps its turn: it comes back when it is due).
+    ``task`` may be a plain Celery task (``@locked``)."""
     from .task import HeimdallTask  # here: task.py imports this module
 
     countdown = min(wait, max_countdown(task.app))
-    if slot_us is None:
-        # Not a slot: spread the waiters (Redis was down for all of them).
+    if jitter:
         countdown += random.uniform(0, float(heimdall_settings.DEFER_JITTER))
     request = task.request
     again = task.signature_from_request(request, args, kwargs, countdown=countdown)

@@ -249,7 +249,7 @@ def locked(
             except HeimdallUnavailable:  # fail closed (logged): like a gated start
                 if not runs_later:
                     raise
-                defer(task, args, kwargs, heimdall_settings.UNAVAILABLE_COUNTDOWN)
+                defer(task, args, kwargs, heimdall_settings.UNAVAILABLE_COUNTDOWN, jitter=True)
             # With the task's heartbeat on, the ticket is renewed like its lock.
             beating = None
             if heimdall and task.heimdall_policy.heartbeat:

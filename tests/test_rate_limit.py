@@ -140,6 +140,23 @@ def test_a_retry_is_a_new_arrival_for_its_rate_limit():
     assert starts[("retry-once", 1)] > max(starts[(f"w{n}", 0)] for n in range(3))
 
 
+def test_revoked_waiters_leave_the_line(settings, throttled):
+    """Waiters revoked while they wait give their slots back: a task sent once they
+    are discarded starts at once, not after slots nobody will use."""
+    limit(settings, "tests.tasks.limited", "1/s")
+    assert tasks.limited.delay(0).get(timeout=30) == 0
+    waiters = [tasks.limited.delay(n) for n in range(1, 5)]
+    wait_until(lambda: len({t["task_id"] for t in throttled}) == 4, message="four waiting")
+    for waiter in waiters:
+        waiter.revoke()
+    wait_until(lambda: all(w.state == "REVOKED" for w in waiters), message="all discarded")
+    store = get_store()
+    assert store.client.zcard(store.keys.rate_queue("tests.tasks.limited")) == 0
+    late = tasks.limited.delay(5)
+    assert late.get(timeout=30) == 5
+    assert late.id not in {t["task_id"] for t in throttled}
+
+
 def lock_of(name):
     task = tasks.unique_and_limited
     return identity(task, task.heimdall_policy, (name,), {}).lock

@@ -2,6 +2,7 @@
 real (in-thread) worker: what a busy start does with ``on_busy`` "skip" and
 "defer", and the decorator on HeimdallTask and on a plain Celery task."""
 
+import logging
 import time
 
 import pytest
@@ -64,6 +65,29 @@ def test_on_busy_defer_waits_in_line_and_runs_after_the_holder_without_retries(
     runs = {r["task"]: r for r in tasks.records("single")}
     assert runs["deferred"]["t"] > runs["holder-end"]["t"]  # on the Redis clock
     assert runs["deferred"]["retries"] == 0  # deferral used no retry
+
+
+def test_a_busy_start_comes_back_when_its_turn_is_due_unjittered(
+    celery_worker, open_gate, busy_signals, settings, caplog
+):
+    """Jitter would bring a waiter back after the turn kept for it (it lost it to the
+    one behind): it spreads the waiters of a Redis outage only."""
+    settings.HEIMDALL = {**settings.HEIMDALL, "DEFER_JITTER": 30}
+    holder = tasks.holds_single.delay("jitter-gate")
+    wait_until(_started("holder"), message="the holder to start")
+    with caplog.at_level(logging.INFO, logger="django_heimdall"):
+        deferred = tasks.defers_single.delay("j")
+        wait_until(
+            lambda: any(f"{deferred.id}] deferred by" in r.getMessage() for r in caplog.records),
+            message="the deferral",
+        )
+    # Its first busy start, and the deferral that followed it.
+    due = next(s["countdown"] for s in busy_signals if s["task_id"] == deferred.id)
+    line = next(r.getMessage() for r in caplog.records if "deferred by" in r.getMessage())
+    assert float(line.rsplit(" ", 1)[1].rstrip("s")) <= due
+    open_gate("jitter-gate")
+    assert deferred.get(timeout=60) == "j"
+    holder.get(timeout=30)
 
 
 def test_locked_on_a_heimdall_task_defers_without_retries(celery_worker):

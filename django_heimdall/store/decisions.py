@@ -183,6 +183,7 @@ class Store:
                 self.keys.rate_details,
                 self.keys.rate(rate_key),
                 self.keys.rate_queue(rate_key),
+                self.keys.reserved(owner),
             ]
         args: list[Any] = [
             _flag(lock is not None),
@@ -242,7 +243,7 @@ class Store:
         mode = "slots" if slots_only else "requeue" if requeue else ""
         status, _semaphores = self.call(
             "release_owned",
-            [keys.owner(owner), keys.slots(owner)],
+            [keys.owner(owner), keys.slots(owner), keys.reserved(owner)],
             [owner, token, keys.index_prefix, mode, keys.key_tag, keys.lock(lock) if lock else ""],
         )
         return Released(status)

@@ -93,6 +93,10 @@ class Layout:
         """What one holder (a task id) holds or waits for, for its release."""
         return f"{self.tag}:slots:{holder}"
 
+    def reserved(self, task_id: str) -> str:
+        """The reservations zset in which a waiting task holds a rate-limit slot."""
+        return f"{self.tag}:reserved:{task_id}"
+
     @property
     def overrides(self) -> str:
         return f"{self.tag}:overrides"

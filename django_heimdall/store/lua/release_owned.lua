@@ -3,6 +3,7 @@
 -- and its concurrency slots and resource tickets, found through its slots pointer.
 -- KEYS[1] owner pointer (task id -> lock key)
 -- KEYS[2] slots pointer (task id -> semaphores held or waited for)
+-- KEYS[3] reservation pointer (task id -> the rate-limit reservations holding its slot)
 -- ARGV[1] owner task id   ARGV[2] execution token, or "" to release whatever
 -- execution holds it (revoked or lost tasks)   ARGV[3] index key prefix ("{prefix}:locks:")
 -- ARGV[4] "requeue" to keep the lock for the same message coming back (queued again),
@@ -43,6 +44,13 @@ end
 local status = 31
 if ARGV[4] ~= 'slots' then
   status = release_lock()
+end
+-- A waiter that will not come back (revoked, expired, failed at its start) gives up
+-- its rate-limit slot, whichever execution asks: later arrivals need not wait behind it.
+local reserved = redis.call('GET', KEYS[3])
+if reserved and ARGV[4] ~= 'requeue' then
+  redis.call('ZREM', reserved, ARGV[1])
+  redis.call('DEL', KEYS[3])
 end
 local _, now_ms = clock()
 return {status, sems_release_owned(KEYS[2], ARGV[5], ARGV[1], ARGV[2], now_ms)}

@@ -6,8 +6,9 @@
 --       held or waited for) and the holders, line and details of each semaphore;
 --       then, when there are rate limits, the rate registry (zset: window or last
 --       reservation end ms -> identity), its details (hash: identity ->
---       "task\ttimes\twindow µs[\ttimes\twindow µs...]"), the key's admissions log
---       and its reservations (zset: task id -> slot µs).
+--       "task\ttimes\twindow µs[\ttimes\twindow µs...]"), the key's admissions log,
+--       its reservations (zset: task id -> slot µs) and this task's reservation
+--       pointer (-> that zset, so that a release takes a revoked waiter out of it).
 -- ARGV[1] "1" if the task is unique   ARGV[2] task id   ARGV[3] lease ms
 -- ARGV[4] "1" to renew the lease when the task starts   ARGV[5] task name
 -- ARGV[6] argument preview   ARGV[7] execution token (host:pid:random)
@@ -99,7 +100,7 @@ for i = 15 + 3 * sems, #ARGV, 2 do
 end
 if #limits > 0 then
   local registry, details = KEYS[first + 1], KEYS[first + 2]
-  local log, queue = KEYS[first + 3], KEYS[first + 4]
+  local log, queue, reserved = KEYS[first + 3], KEYS[first + 4], KEYS[first + 5]
   -- A reservation whose slot is long past was abandoned (revoked, lost): forgotten
   -- here; until then it holds its slot, so it can waste one but never add one.
   local grace = longest + RESERVATION_GRACE_US
@@ -136,6 +137,7 @@ if #limits > 0 then
     if ARGV[12] == '1' then
       redis.call('ZADD', queue, fmt(slot), owner)
       keep_until(queue, math.ceil((slot + grace) / 1000), now_ms)
+      redis.call('SET', reserved, queue, 'PXAT', math.ceil((slot + grace) / 1000))
     end
     if unique then
       -- The lease covers the wait: no copy takes the key while this task waits.
@@ -146,6 +148,7 @@ if #limits > 0 then
   -- Admitted: at once, or at its slot a moment from now (logged at that instant,
   -- so the bound holds for the time the body starts, not the time of this call).
   redis.call('ZREM', queue, owner)
+  redis.call('DEL', reserved)
   admitted_at = log_admission(log, slot, most, longest, now)
 end
 if sems > 0 then
