@@ -147,8 +147,9 @@ if #limits > 0 then
   end
   -- Admitted: at once, or at its slot a moment from now (logged at that instant,
   -- so the bound holds for the time the body starts, not the time of this call).
-  redis.call('ZREM', queue, owner)
-  redis.call('DEL', reserved)
+  if redis.call('ZREM', queue, owner) == 1 then
+    redis.call('DEL', reserved)
+  end
   admitted_at = log_admission(log, slot, most, longest, now)
 end
 if sems > 0 then
