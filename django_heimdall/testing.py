@@ -72,6 +72,9 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Out of the terminal's process group: a Ctrl-C must not stop it before the
+            # processes that use it have finished; its owner stops it (stop(), atexit).
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -171,6 +171,16 @@ def test_an_embedded_redis_started_for_a_command_is_announced():
     assert "REDIS_URL is not set: started an empty embedded redis-server" in result.stderr
 
 
+def test_a_ctrl_c_in_the_terminal_leaves_the_embedded_redis_to_its_owner():
+    """Ctrl-C signals the terminal's whole process group: the demo's Redis must
+    outlive it until the worker has finished its tasks and the demo stops it."""
+    redis = EmbeddedRedis().start()
+    try:
+        assert os.getpgid(redis.process.pid) != os.getpgid(0)
+    finally:
+        redis.stop()
+
+
 def test_stopping_the_demo_leaves_no_process(tmp_path):
     redis = EmbeddedRedis().start()
     url_file = tmp_path / "demo-redis-url"

@@ -101,11 +101,14 @@ def test_retry_keeps_lock_and_runs_once():
 
 def test_lock_released_after_success(received):
     result = tasks.unique_add.delay(2, 3)
-    assert holder_of(tasks.unique_add, 2, 3) == result.id
     assert result.get(timeout=20) == 5
     wait_until(lambda: holder_of(tasks.unique_add, 2, 3) is None, message="release")
+    # Taken at enqueue (the worker may have run and released it before a read here).
+    lock = tasks.identity_of(tasks.unique_add, 2, 3)
+    acquired = [kw for sig, kw in received if sig is signals.lock_acquired]
+    assert [(kw["task_id"], kw["key"]) for kw in acquired] == [(result.id, lock)]
     released = [kw for sig, kw in received if sig is signals.lock_released]
-    assert [kw["task_id"] for kw in released] == [result.id]
+    assert [(kw["task_id"], kw["key"]) for kw in released] == [(result.id, lock)]
 
 
 def test_lock_released_after_failure():
