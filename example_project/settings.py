@@ -5,6 +5,7 @@ Start everything with ``python3 example_project/run.py`` (see the README).
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django_heimdall.testing import redis_url
 
@@ -68,16 +69,24 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 
+# django-heimdall gets an alias of its own, on the next database of the same
+# server: a cache.clear() of the project's cache must not wipe its locks (W003).
+_redis = urlsplit(REDIS_URL)
+_database = int(_redis.path.strip("/") or 0)
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "example",
-    }
+    },
+    "heimdall": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": _redis._replace(path=f"/{(_database + 1) % 16}").geturl(),
+    },
 }
 
 HEIMDALL = {
-    "CACHE": "default",
+    "CACHE": "heimdall",
     "KEY_PREFIX": "heimdall-demo",
     "ON_REDIS_ERROR": "fail_closed",
     "DEFAULTS": {"unique_timeout": 600},
