@@ -55,9 +55,11 @@ def _remember_eager(result: Any) -> Any:
 def _replaced_request(app: Any, task_id: str | None) -> Any:
     """The request of the running task that a message with ``task_id`` replaces
     (``Task.replace`` publishes the replacement under the same id), or ``None``."""
+    if task_id is None:  # a plain delay(): no stack to look at on the enqueue path
+        return None
     request = getattr(app.current_worker_task, "request", None)
     replacing = getattr(request, "_heimdall_replacing", False)
-    return request if replacing and task_id is not None and request.id == task_id else None
+    return request if replacing and request.id == task_id else None
 
 
 class HeimdallTask(Task):

@@ -94,7 +94,8 @@ class Layout:
         return f"{self.tag}:slots:{holder}"
 
     def reserved(self, task_id: str) -> str:
-        """The reservations zset in which a waiting task holds a rate-limit slot."""
+        """Pointer to the reservations zset in which a waiting task holds its
+        rate-limit slot, so that its release takes it out of the line."""
         return f"{self.tag}:reserved:{task_id}"
 
     @property
